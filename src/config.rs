@@ -1,0 +1,531 @@
+//! The configuration model: a strict TOML file (one section per role; an absent section turns
+//! that role off), defaults, cross-field validation and the command-line overrides.
+//! Errors name the file, line, column and the offending value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Role, RunArgs, parse_size};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub node: NodeConfig,
+    /// A cache node in the master role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<CacheConfig>,
+    /// A cache node in the slave role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slave: Option<CacheConfig>,
+}
+
+/// Where and how logs are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Directory of the rolling log file (created if missing).
+    pub dir: PathBuf,
+    /// File name prefix; the rotation date is appended.
+    pub file: String,
+    /// `minutely`, `hourly`, `daily` or `never`.
+    pub rotation: String,
+    /// `error`, `warn`, `info`, `debug` or `trace` (`-v`/`-vv` raise it).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: PathBuf::from("log"),
+            file: "opsconsole.log".into(),
+            rotation: "daily".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Headless mode logs a one-line status this often (seconds; 0 = never).
+    pub status_interval_secs: u64,
+    /// On SIGINT/SIGTERM, how long connections get to finish before the process exits.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            status_interval_secs: 0,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// One cache node (`[master]` or `[slave]`), with memcached's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Interface to listen on (memcached -l). Loopback unless asked otherwise.
+    pub listen: String,
+    /// TCP port (memcached -p); 0 lets the OS choose.
+    pub port: u16,
+    /// Item memory in MiB (memcached -m).
+    pub memory_limit_mb: u64,
+    /// Maximum simultaneous connections (memcached -c).
+    pub conn_limit: u32,
+    /// Largest item, e.g. "1m" (memcached -I).
+    pub max_item_size: String,
+    /// Worker threads (memcached -t); 0 = one per core.
+    pub threads: usize,
+    /// Refuse flush_all (memcached -F).
+    pub disable_flush_all: bool,
+    /// No CAS unique values (memcached -C).
+    pub disable_cas: bool,
+    /// Initial protocol verbosity (0-2), as `verbosity` sets it.
+    pub verbosity: u8,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            listen: "127.0.0.1".into(),
+            port: 11211,
+            memory_limit_mb: 64,
+            conn_limit: 1024,
+            max_item_size: "1m".into(),
+            threads: 0,
+            disable_flush_all: false,
+            disable_cas: false,
+            verbosity: 0,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.memory_limit_mb.saturating_mul(1 << 20)
+    }
+
+    /// Validated by `Config::validate`; falls back to memcached's default if called earlier.
+    pub fn max_item_size_bytes(&self) -> u64 {
+        parse_size(&self.max_item_size).unwrap_or(1 << 20)
+    }
+
+    pub fn threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.threads
+        }
+    }
+}
+
+/// A configuration problem, with where it is when it came from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.position) {
+            (Some(file), Some((line, col))) => write!(f, "{}:{line}:{col}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, _) => write!(f, "command line: ")?,
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column of a byte offset.
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Finds `key = ...` inside `[section]` to point a validation error at it.
+fn locate(source: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (i, raw) in source.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    let col = raw.find(key).unwrap_or(0) + 1;
+                    return Some((i + 1, col));
+                }
+            }
+        }
+    }
+    None
+}
+
+impl Config {
+    /// Parses a configuration from TOML text; `file` is only used in error messages.
+    pub fn from_toml(source: &str, file: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(source).map_err(|e| ConfigError {
+            file: Some(file.to_path_buf()),
+            position: e.span().map(|s| line_col(source, s.start)),
+            message: e.message().trim().to_string(),
+        })
+    }
+
+    /// Loads the file (if any), applies the command line and validates the result.
+    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+        let (mut config, source) = match &args.config {
+            Some(path) => {
+                let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    file: Some(path.clone()),
+                    position: None,
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                (Config::from_toml(&source, path)?, Some(source))
+            }
+            None => (Config::default(), None),
+        };
+        config.apply_cli(args)?;
+        config.validate().map_err(|mut e| {
+            if let (Some(path), Some(source), Some((section, key))) =
+                (&args.config, &source, e.locate.take())
+            {
+                e.error.file = Some(path.clone());
+                e.error.position = locate(source, &section, &key);
+            }
+            e.error
+        })?;
+        Ok(config)
+    }
+
+    /// The cache roles that will run, in a stable order.
+    pub fn caches(&self) -> Vec<(Role, &CacheConfig)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.master {
+            out.push((Role::Master, c));
+        }
+        if let Some(c) = &self.slave {
+            out.push((Role::Slave, c));
+        }
+        out
+    }
+
+    fn section_mut(&mut self, role: Role) -> &mut Option<CacheConfig> {
+        match role {
+            Role::Master => &mut self.master,
+            Role::Slave => &mut self.slave,
+        }
+    }
+
+    /// `--role` picks the roles (others are turned off); memcached-style flags then override
+    /// the cache settings of the role(s) chosen.
+    pub fn apply_cli(&mut self, args: &RunArgs) -> Result<(), ConfigError> {
+        let cli_error = |message: String| ConfigError {
+            file: None,
+            position: None,
+            message,
+        };
+        if !args.role.is_empty() {
+            for role in [Role::Master, Role::Slave] {
+                let section = self.section_mut(role);
+                if args.role.contains(&role) {
+                    section.get_or_insert_with(CacheConfig::default);
+                } else {
+                    *section = None;
+                }
+            }
+        }
+        if let Some(dir) = &args.log_dir {
+            self.log.dir = dir.clone();
+        }
+        if let Some(s) = args.status_interval {
+            self.node.status_interval_secs = s;
+        }
+        let cache_flags = args.port.is_some()
+            || args.listen.is_some()
+            || args.memory_limit.is_some()
+            || args.conn_limit.is_some()
+            || args.max_item_size.is_some()
+            || args.threads.is_some()
+            || args.disable_flush_all
+            || args.disable_cas
+            || args.verbose > 0;
+        let roles: Vec<Role> = self.caches().iter().map(|(r, _)| *r).collect();
+        if args.port.is_some() && roles.len() > 1 {
+            return Err(cli_error(
+                "-p/--port names one cache port, but both master and slave run here; set the ports in the config file".into(),
+            ));
+        }
+        if cache_flags && roles.is_empty() {
+            return Err(cli_error(
+                "cache flags (-p -l -m -c -I -t -F -C) need a cache role: add --role master or --role slave".into(),
+            ));
+        }
+        if let Some(size) = &args.max_item_size {
+            parse_size(size).map_err(|e| cli_error(format!("-I/--max-item-size: {e}")))?;
+        }
+        for role in roles {
+            let Some(c) = self.section_mut(role).as_mut() else {
+                continue;
+            };
+            if let Some(p) = args.port {
+                c.port = p;
+            }
+            if let Some(l) = &args.listen {
+                c.listen = l.clone();
+            }
+            if let Some(m) = args.memory_limit {
+                c.memory_limit_mb = m;
+            }
+            if let Some(n) = args.conn_limit {
+                c.conn_limit = n;
+            }
+            if let Some(s) = &args.max_item_size {
+                c.max_item_size = s.clone();
+            }
+            if let Some(t) = args.threads {
+                c.threads = t;
+            }
+            c.disable_flush_all |= args.disable_flush_all;
+            c.disable_cas |= args.disable_cas;
+            c.verbosity = c.verbosity.max(args.verbose.min(2));
+        }
+        match args.verbose {
+            0 => {}
+            1 => self.log.level = "debug".into(),
+            _ => self.log.level = "trace".into(),
+        }
+        Ok(())
+    }
+
+    /// Cross-field rules a parser cannot check.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let bad = |section: &str, key: &str, message: String| ValidationError {
+            error: ConfigError {
+                file: None,
+                position: None,
+                message,
+            },
+            locate: Some((section.to_string(), key.to_string())),
+        };
+        if !matches!(
+            self.log.rotation.as_str(),
+            "minutely" | "hourly" | "daily" | "never"
+        ) {
+            return Err(bad(
+                "log",
+                "rotation",
+                format!(
+                    "rotation '{}' in [log] is not one of minutely, hourly, daily, never",
+                    self.log.rotation
+                ),
+            ));
+        }
+        if crate::logging::parse_level(&self.log.level).is_none() {
+            return Err(bad(
+                "log",
+                "level",
+                format!(
+                    "level '{}' in [log] is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        let caches = self.caches();
+        if caches.is_empty() {
+            return Err(ValidationError {
+                error: ConfigError {
+                    file: None,
+                    position: None,
+                    message: "no role to run: pass --role master|slave or add a [master] or [slave] section".into(),
+                },
+                locate: None,
+            });
+        }
+        for (role, c) in &caches {
+            let s = role.name();
+            if c.listen.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(
+                    s,
+                    "listen",
+                    format!("listen '{}' in [{s}] is not an IP address", c.listen),
+                ));
+            }
+            if c.memory_limit_mb == 0 || c.memory_limit_mb > 1 << 20 {
+                return Err(bad(
+                    s,
+                    "memory_limit_mb",
+                    format!(
+                        "memory_limit_mb {} in [{s}] must be between 1 and 1048576",
+                        c.memory_limit_mb
+                    ),
+                ));
+            }
+            if c.conn_limit == 0 {
+                return Err(bad(
+                    s,
+                    "conn_limit",
+                    format!("conn_limit 0 in [{s}] would refuse every client"),
+                ));
+            }
+            let item = parse_size(&c.max_item_size)
+                .map_err(|e| bad(s, "max_item_size", format!("max_item_size in [{s}]: {e}")))?;
+            if !(1024..=1 << 30).contains(&item) {
+                return Err(bad(
+                    s,
+                    "max_item_size",
+                    format!(
+                        "max_item_size '{}' in [{s}] must be between 1k and 1g",
+                        c.max_item_size
+                    ),
+                ));
+            }
+            if item > c.memory_limit_bytes() / 2 {
+                return Err(bad(
+                    s,
+                    "max_item_size",
+                    format!(
+                        "max_item_size '{}' in [{s}] is more than half of memory_limit_mb {} (as memcached, an item must fit twice)",
+                        c.max_item_size, c.memory_limit_mb
+                    ),
+                ));
+            }
+            if c.threads > 256 {
+                return Err(bad(
+                    s,
+                    "threads",
+                    format!("threads {} in [{s}] is more than 256", c.threads),
+                ));
+            }
+            if c.verbosity > 2 {
+                return Err(bad(
+                    s,
+                    "verbosity",
+                    format!("verbosity {} in [{s}] must be 0, 1 or 2", c.verbosity),
+                ));
+            }
+        }
+        if let (Some(m), Some(sl)) = (&self.master, &self.slave) {
+            if m.port != 0 && m.port == sl.port && m.listen == sl.listen {
+                return Err(bad(
+                    "slave",
+                    "port",
+                    format!(
+                        "port {} in [slave] is already used by [master] on {}",
+                        sl.port, sl.listen
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Worker threads for the runtime: the largest any cache role asks for.
+    pub fn threads(&self) -> usize {
+        self.caches()
+            .iter()
+            .map(|(_, c)| c.threads())
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// A validation failure plus the `[section] key` it is about, so `load` can point at the line.
+#[derive(Debug)]
+pub struct ValidationError {
+    pub error: ConfigError,
+    pub locate: Option<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, args: RunArgs) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("opsconsole-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("t{}.toml", text.len()));
+        std::fs::write(&path, text).expect("write");
+        Config::load(&RunArgs {
+            config: Some(path),
+            ..args
+        })
+    }
+
+    #[test]
+    fn the_example_master_config_is_valid() {
+        let text = include_str!("../configs/master.toml");
+        let cfg = load_text(text, RunArgs::default()).expect("valid");
+        assert!(cfg.master.is_some());
+        assert!(cfg.slave.is_none());
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let err =
+            load_text("[master]\nport = \"eleven\"\n", RunArgs::default()).expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains(".toml:2:8:"), "{text}");
+        assert!(text.contains("invalid type"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = load_text("[master]\nprot = 1\n", RunArgs::default()).expect_err("invalid");
+        assert!(err.to_string().contains("unknown field `prot`"), "{err}");
+        assert_eq!(err.position, Some((2, 1)));
+    }
+
+    #[test]
+    fn validation_errors_point_at_the_key() {
+        let err = load_text(
+            "[master]\nport = 1\nmax_item_size = \"huge\"\n",
+            RunArgs::default(),
+        )
+        .expect_err("invalid");
+        assert_eq!(err.position, Some((3, 1)));
+        assert!(err.to_string().contains("'huge'"), "{err}");
+    }
+
+    #[test]
+    fn cli_overrides_the_file_and_role_selects_sections() {
+        let text = "[master]\nport = 11311\nmemory_limit_mb = 32\n[slave]\nport = 11313\n";
+        let args = RunArgs {
+            role: vec![Role::Master],
+            port: Some(12000),
+            ..RunArgs::default()
+        };
+        let cfg = load_text(text, args).expect("valid");
+        let m = cfg.master.expect("master on");
+        assert_eq!((m.port, m.memory_limit_mb), (12000, 32));
+        assert!(cfg.slave.is_none());
+    }
+
+    #[test]
+    fn nothing_to_run_is_an_error() {
+        let err = Config::load(&RunArgs::default()).expect_err("no roles");
+        assert!(err.message.contains("no role to run"));
+    }
+}

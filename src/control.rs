@@ -1,0 +1,70 @@
+//! The control surface: plain-data snapshots of every engine and the commands an operator can
+//! issue. The console, the headless status line and (later) the admin API all go through
+//! these types, so each action has exactly one code path.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything an operator can see about a node at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub caches: Vec<CacheSnapshot>,
+}
+
+/// One cache engine's counters and gauges (memcached's stat names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheSnapshot {
+    pub role: String,
+    pub listen: String,
+    pub curr_items: u64,
+    pub total_items: u64,
+    pub bytes: u64,
+    pub limit_maxbytes: u64,
+    pub evictions: u64,
+    pub reclaimed: u64,
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub rejected_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_touch: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    pub incr_hits: u64,
+    pub decr_hits: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl CacheSnapshot {
+    /// Hits over lookups, or `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.get_hits + self.get_misses;
+        (lookups > 0).then(|| self.get_hits as f64 / lookups as f64)
+    }
+}
+
+/// Actions on a node. Each variant is one operator action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Command {
+    /// Send raw memcached protocol text to a cache role's engine and return the raw reply
+    /// (the key tester). Runs through the same parser and executor as network clients.
+    CacheRequest { role: String, request: String },
+}
+
+/// The reply to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub output: String,
+}
+
+/// Something that can be watched and steered: the local node, or (later) a remote one.
+pub trait Control {
+    fn snapshot(&self) -> Snapshot;
+    fn act(&self, command: Command) -> Result<CommandReply, String>;
+}

@@ -1,0 +1,22 @@
+//! opsconsole: one binary that is a replicated memcached-compatible cache node, an L4 and an
+//! L7 balancer, with a live terminal console to watch and steer them.
+//!
+//! ```text
+//!  clients ─▶ cache::server ─▶ cache::exec ─▶ cache::store
+//!                  │  atomics / short std Mutex sections
+//!                  ▼
+//!         Node::snapshot() ──▶ control::Snapshot ──▶ headless status line (console, admin API)
+//!         operator action  ──▶ control::Command  ──▶ Node::act()
+//! ```
+//!
+//! `cli` and `config` describe what to run, `node` runs it, `control` is the one surface
+//! every face (headless, console, API) uses, `logging` keeps the record, and `bench` measures
+//! servers (ours or the real memcached) from the outside.
+
+pub mod bench;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod logging;
+pub mod node;

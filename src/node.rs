@@ -1,0 +1,203 @@
+//! The node: starts the configured engines in this process, owns their shutdown, and is the
+//! local implementation of `Control`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::Engine;
+use crate::cache::engine::unix_now;
+use crate::cache::exec::{Ctx, Flow, execute};
+use crate::cache::protocol::parse;
+use crate::cache::stats::{Counter, LocalCounters};
+use crate::config::Config;
+use crate::control::{CacheSnapshot, Command, CommandReply, Control, Snapshot};
+
+/// A running cache engine and where it listens.
+pub struct CacheHandle {
+    pub engine: Arc<Engine>,
+    pub addr: SocketAddr,
+}
+
+pub struct Node {
+    pub caches: Vec<CacheHandle>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    started: Instant,
+}
+
+impl Node {
+    /// Binds every listener first (so a port conflict fails the start cleanly), then starts
+    /// serving.
+    pub async fn start(config: &Config) -> io::Result<Node> {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut bound = Vec::new();
+        for (role, cache) in config.caches() {
+            let engine = Arc::new(Engine::new(role.name(), cache.clone()));
+            let listener = crate::cache::server::bind(&engine).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(
+                role = engine.role,
+                "cache {} listening on {addr}",
+                engine.role
+            );
+            bound.push((engine, listener, addr));
+        }
+        let mut caches = Vec::new();
+        for (engine, listener, addr) in bound {
+            tracker.spawn(crate::cache::server::serve(
+                engine.clone(),
+                listener,
+                cancel.clone(),
+                tracker.clone(),
+            ));
+            caches.push(CacheHandle { engine, addr });
+        }
+        Ok(Node {
+            caches,
+            cancel,
+            tracker,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops accepting, lets connections finish, and waits up to `grace` for them.
+    /// Returns false if something was still running when the grace period ended.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    fn cache(&self, role: &str) -> Result<&CacheHandle, String> {
+        self.caches
+            .iter()
+            .find(|c| c.engine.role == role)
+            .ok_or_else(|| format!("no cache role '{role}' runs on this node"))
+    }
+}
+
+fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
+    let e = &handle.engine;
+    let c = &e.counters;
+    let st = e.store.stats();
+    CacheSnapshot {
+        role: e.role.to_string(),
+        listen: handle.addr.to_string(),
+        curr_items: st.curr_items,
+        total_items: st.total_items,
+        bytes: st.bytes,
+        limit_maxbytes: e.store.limit() as u64,
+        evictions: st.evictions,
+        reclaimed: st.reclaimed,
+        curr_connections: c.curr_connections.load(Ordering::Relaxed),
+        total_connections: c.total_connections.load(Ordering::Relaxed),
+        rejected_connections: c.rejected_connections.load(Ordering::Relaxed),
+        cmd_get: c.get(Counter::CmdGet),
+        cmd_set: c.get(Counter::CmdSet),
+        cmd_touch: c.get(Counter::CmdTouch),
+        get_hits: c.get(Counter::GetHits),
+        get_misses: c.get(Counter::GetMisses),
+        delete_hits: c.get(Counter::DeleteHits),
+        delete_misses: c.get(Counter::DeleteMisses),
+        incr_hits: c.get(Counter::IncrHits),
+        decr_hits: c.get(Counter::DecrHits),
+        bytes_read: c.get(Counter::BytesRead),
+        bytes_written: c.get(Counter::BytesWritten),
+    }
+}
+
+/// Runs raw protocol text through the engine exactly as a client connection would.
+fn run_raw(engine: &Engine, request: &str) -> String {
+    let limits = engine.parse_limits();
+    let input = request.as_bytes();
+    let mut out = Vec::new();
+    let mut counters = LocalCounters::default();
+    let now = unix_now();
+    let mut pos = 0;
+    while pos < input.len() {
+        match parse(&input[pos..], &limits) {
+            Ok(Some((req, used))) => {
+                pos += used;
+                let mut ctx = Ctx {
+                    engine,
+                    now,
+                    out: &mut out,
+                    counters: &mut counters,
+                };
+                match execute(&mut ctx, req) {
+                    Flow::Continue => {}
+                    Flow::Swallow(n) => pos = (pos + n).min(input.len()),
+                    Flow::Close => break,
+                }
+            }
+            Ok(None) => {
+                out.extend_from_slice(b"(incomplete request: waiting for more input)\r\n");
+                break;
+            }
+            Err(_) => {
+                out.extend_from_slice(b"CLIENT_ERROR line too long\r\n");
+                break;
+            }
+        }
+    }
+    engine.counters.merge(&mut counters);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Control for Node {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            caches: self.caches.iter().map(cache_snapshot).collect(),
+        }
+    }
+
+    fn act(&self, command: Command) -> Result<CommandReply, String> {
+        match command {
+            Command::CacheRequest { role, request } => {
+                let handle = self.cache(&role)?;
+                Ok(CommandReply {
+                    output: run_raw(&handle.engine, &request),
+                })
+            }
+        }
+    }
+}
+
+/// A one-line status for headless logs.
+pub fn status_line(s: &Snapshot) -> String {
+    let parts: Vec<String> = s
+        .caches
+        .iter()
+        .map(|c| {
+            let ratio = c
+                .hit_ratio()
+                .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0));
+            format!(
+                "{} {} items={} mem={}/{}MiB conns={} get={} set={} hit={} evictions={}",
+                c.role,
+                c.listen,
+                c.curr_items,
+                c.bytes >> 20,
+                c.limit_maxbytes >> 20,
+                c.curr_connections,
+                c.cmd_get,
+                c.cmd_set,
+                ratio,
+                c.evictions
+            )
+        })
+        .collect();
+    format!("status: uptime={}s {}", s.uptime_secs, parts.join(" | "))
+}

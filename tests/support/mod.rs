@@ -1,0 +1,209 @@
+//! Helpers shared by the integration tests: start the real `opsconsole` binary (and, where a
+//! test compares against it, the real `memcached`) on loopback ports chosen by the OS, and poll
+//! with deadlines instead of sleeping.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a process to come up or a condition to hold.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `opsconsole` process; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    /// The cache listener's address, read from the "listening on" log line.
+    pub addr: SocketAddr,
+    /// Every stderr line the process printed so far is forwarded here.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `opsconsole --headless` with `args` (which should include `-p 0`) and waits until it
+/// logs the address its cache listener is bound to.
+pub fn spawn_node(args: &[&str]) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsconsole"))
+        .arg("--headless")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start opsconsole");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = listening_addr(&line) {
+                    return Node { child, addr, log: rx };
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("opsconsole {args:?} did not log a listening address within {DEADLINE:?}");
+            }
+        }
+    }
+}
+
+/// Extracts `ADDR` from a log line containing `listening on ADDR`.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
+}
+
+/// A running Debian `memcached`; killed when dropped.
+pub struct Memcached {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether tests that need real peers (memcached, python clients) must fail instead of skip.
+pub fn peers_required() -> bool {
+    std::env::var("OPSCONSOLE_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns None, printing why) or fails, per `OPSCONSOLE_REQUIRE_PEERS`, when a peer
+/// program is missing.
+pub fn require_program(name: &str) -> Option<()> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(());
+    }
+    if peers_required() {
+        panic!("{name} is not on PATH and OPSCONSOLE_REQUIRE_PEERS=1");
+    }
+    eprintln!("SKIPPED: {name} is not on PATH");
+    None
+}
+
+/// Starts `memcached` on a free loopback port with the given extra arguments. memcached cannot
+/// report an OS-chosen port, so a free one is picked and the start retried if it was taken.
+pub fn spawn_memcached(extra: &[&str]) -> Option<Memcached> {
+    require_program("memcached")?;
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new("memcached")
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start memcached");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // exited: most likely the port was taken; pick another
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return Some(Memcached { child, addr });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("memcached did not start");
+}
+
+/// A port the OS considers free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Polls `cond` until it is true or the deadline passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A blocking text-protocol client for conversation tests.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads until the bytes read so far end with `suffix`.
+    pub fn read_until_suffix(&mut self, suffix: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !out.ends_with(suffix) {
+            let n = self.stream.read(&mut buf).expect("read");
+            if n == 0 {
+                panic!(
+                    "connection closed before {:?}; got {:?}",
+                    String::from_utf8_lossy(suffix),
+                    String::from_utf8_lossy(&out)
+                );
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact_n(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        self.stream.read_exact(&mut out).expect("read_exact");
+        out
+    }
+
+    /// Sends `request` and reads until the reply ends with `suffix`.
+    pub fn call(&mut self, request: &[u8], suffix: &[u8]) -> Vec<u8> {
+        self.send(request);
+        self.read_until_suffix(suffix)
+    }
+}
