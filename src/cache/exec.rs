@@ -296,6 +296,7 @@ struct StoreOp<'a> {
 }
 
 /// The outcome of a storage operation, with the new CAS when stored.
+#[allow(clippy::enum_variant_names)] // memcached's own reply names
 enum Stored {
     Stored(u64),
     Exists,
@@ -605,11 +606,9 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
                     ttl_set = true;
                     it.exptime = absolute_exptime(of.exptime, now);
                 }
-                b'N' => {
-                    if created {
-                        it.exptime = absolute_exptime(of.autoviv_exptime, now);
-                        won = true;
-                    }
+                b'N' if created => {
+                    it.exptime = absolute_exptime(of.autoviv_exptime, now);
+                    won = true;
                 }
                 b'R' => {
                     let recache = absolute_exptime(of.recache_time.unwrap_or(0), now);
@@ -920,11 +919,9 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
                 exptime = absolute_exptime(of.exptime, now);
                 new_exptime = Some(exptime);
             }
-            b'N' => {
-                if created {
-                    exptime = absolute_exptime(of.autoviv_exptime, now);
-                    new_exptime = Some(exptime);
-                }
+            b'N' if created => {
+                exptime = absolute_exptime(of.autoviv_exptime, now);
+                new_exptime = Some(exptime);
             }
             b'O' => {
                 if t.len() > MAX_OPAQUE_LENGTH {

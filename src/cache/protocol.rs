@@ -228,13 +228,9 @@ pub fn parse<'a>(
     limits: &ParseLimits,
 ) -> Result<Option<(Request<'a>, usize)>, ParseError> {
     let Some(nl) = memchr::memchr(b'\n', buf) else {
-        return if buf.len() > LINE_LIMIT && !may_be_long_multiget(buf) {
-            Err(ParseError::LineTooLong)
-        } else if buf.len() > MULTIGET_LINE_LIMIT {
-            Err(ParseError::LineTooLong)
-        } else {
-            Ok(None)
-        };
+        let too_long = (buf.len() > LINE_LIMIT && !may_be_long_multiget(buf))
+            || buf.len() > MULTIGET_LINE_LIMIT;
+        return if too_long { Err(ParseError::LineTooLong) } else { Ok(None) };
     };
     // memcached strips a '\r' only from lines of two or more bytes.
     let mut line = if nl > 1 && buf[nl - 1] == b'\r' {
@@ -402,7 +398,7 @@ fn storage<'a>(
     } else {
         0
     };
-    if vlen < 0 || vlen > i32::MAX - 2 {
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         return bad;
     }
     let vlen = vlen as usize + 2;

@@ -28,11 +28,35 @@ impl Drop for Node {
     }
 }
 
+/// Sends a signal (by name, e.g. "TERM") to a process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Waits for a process to exit, returning its status, or panics at the deadline.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process did not exit within {DEADLINE:?}");
+}
+
 /// Starts `opsconsole --headless` with `args` (which should include `-p 0`) and waits until it
 /// logs the address its cache listener is bound to.
 pub fn spawn_node(args: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsconsole"))
         .arg("--headless")
+        .arg("--log-dir")
+        .arg(std::env::temp_dir().join("opsconsole-test-logs"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -54,11 +78,16 @@ pub fn spawn_node(args: &[&str]) -> Node {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(addr) = listening_addr(&line) {
-                    return Node { child, addr, log: rx };
+                    return Node {
+                        child,
+                        addr,
+                        log: rx,
+                    };
                 }
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("opsconsole {args:?} did not log a listening address within {DEADLINE:?}");
             }
         }
@@ -68,7 +97,11 @@ pub fn spawn_node(args: &[&str]) -> Node {
 /// Extracts `ADDR` from a log line containing `listening on ADDR`.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     let rest = line.split("listening on ").nth(1)?;
-    rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
+    rest.split_whitespace()
+        .next()?
+        .trim_end_matches(',')
+        .parse()
+        .ok()
 }
 
 /// A running Debian `memcached`; killed when dropped.

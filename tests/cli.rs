@@ -1,0 +1,129 @@
+//! The binary's command line as users meet it: help, version, config checking, bad flags,
+//! port conflicts and graceful shutdown on signals.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use support::{Client, signal, spawn_node, wait_exit};
+
+fn opsconsole(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_opsconsole"))
+        .args(args)
+        .output()
+        .expect("run opsconsole")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let out = opsconsole(&["--version"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).starts_with("opsconsole "));
+    let out = opsconsole(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in [
+        "--role",
+        "--config",
+        "--check-config",
+        "--headless",
+        "-p, --port",
+        "-m, --memory-limit",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+}
+
+#[test]
+fn unknown_and_unsupported_switches_are_rejected() {
+    let out = opsconsole(&["--role", "master", "-z"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("'-z'"));
+    let out = opsconsole(&["--role", "master", "-U", "11211"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("UDP is not supported"));
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let out = opsconsole(&[
+        "--config",
+        "configs/master.toml",
+        "--check-config",
+        "-m",
+        "128",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let effective = text(&out.stdout);
+    assert!(effective.contains("[master]"));
+    assert!(effective.contains("memory_limit_mb = 128"), "{effective}");
+}
+
+#[test]
+fn a_broken_config_names_file_line_column_and_value() {
+    let dir = std::env::temp_dir().join(format!("opsconsole-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("broken.toml");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(b"[master]\nport = 11211\nmemory_limit_mb = \"lots\"\n")
+        .expect("write");
+    let out = opsconsole(&["--config", path.to_str().expect("utf8"), "--check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("broken.toml:3:19"), "{err}");
+    assert!(err.contains("\"lots\""), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let out = opsconsole(&[
+        "--role",
+        "master",
+        "--headless",
+        "-p",
+        &port,
+        "--log-dir",
+        "/tmp/opsconsole-test-logs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("[master]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut node = spawn_node(&["--role", "master", "-p", "0"]);
+    let mut c = Client::connect(node.addr);
+    c.send(b"set k 0 0 1\r\nv\r\n");
+    assert_eq!(c.read_exact_n(8), b"STORED\r\n");
+    signal(&node.child, "TERM");
+    let status = wait_exit(&mut node.child);
+    assert_eq!(status.code(), Some(0));
+    let log: Vec<String> = node.log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(node.addr).is_err(),
+        "listener still open"
+    );
+}
+
+#[test]
+fn sigint_shuts_down_gracefully() {
+    let mut node = spawn_node(&["--role", "master", "-p", "0"]);
+    signal(&node.child, "INT");
+    assert_eq!(wait_exit(&mut node.child).code(), Some(0));
+}
