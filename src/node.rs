@@ -12,9 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Engine;
 use crate::cache::engine::unix_now;
-use crate::cache::exec::{Ctx, Flow, execute};
-use crate::cache::protocol::parse;
-use crate::cache::stats::{Counter, LocalCounters};
+use crate::cache::exec::run_text;
+use crate::cache::stats::Counter;
 use crate::config::Config;
 use crate::control::{CacheSnapshot, Command, CommandReply, Control, Snapshot};
 
@@ -115,44 +114,6 @@ fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
     }
 }
 
-/// Runs raw protocol text through the engine exactly as a client connection would.
-fn run_raw(engine: &Engine, request: &str) -> String {
-    let limits = engine.parse_limits();
-    let input = request.as_bytes();
-    let mut out = Vec::new();
-    let mut counters = LocalCounters::default();
-    let now = unix_now();
-    let mut pos = 0;
-    while pos < input.len() {
-        match parse(&input[pos..], &limits) {
-            Ok(Some((req, used))) => {
-                pos += used;
-                let mut ctx = Ctx {
-                    engine,
-                    now,
-                    out: &mut out,
-                    counters: &mut counters,
-                };
-                match execute(&mut ctx, req) {
-                    Flow::Continue => {}
-                    Flow::Swallow(n) => pos = (pos + n).min(input.len()),
-                    Flow::Close => break,
-                }
-            }
-            Ok(None) => {
-                out.extend_from_slice(b"(incomplete request: waiting for more input)\r\n");
-                break;
-            }
-            Err(_) => {
-                out.extend_from_slice(b"CLIENT_ERROR line too long\r\n");
-                break;
-            }
-        }
-    }
-    engine.counters.merge(&mut counters);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Control for Node {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -167,8 +128,9 @@ impl Control for Node {
         match command {
             Command::CacheRequest { role, request } => {
                 let handle = self.cache(&role)?;
+                let output = run_text(&handle.engine, unix_now(), request.as_bytes());
                 Ok(CommandReply {
-                    output: run_raw(&handle.engine, &request),
+                    output: String::from_utf8_lossy(&output).into_owned(),
                 })
             }
         }

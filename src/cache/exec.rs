@@ -5,7 +5,7 @@
 
 use super::engine::Engine;
 use super::meta::{MAX_OPAQUE_LENGTH, MetaFlags, base64_encode};
-use super::protocol::{FlagTokens, KEY_MAX_LENGTH, Request, StoreMode, key_ok};
+use super::protocol::{FlagTokens, KEY_MAX_LENGTH, Request, StoreMode, key_ok, parse};
 use super::stats::{Counter, LocalCounters};
 use super::store::{NewItem, Shard};
 
@@ -68,6 +68,43 @@ fn reply(ctx: &mut Ctx<'_>, text: &str, noreply: bool) {
     if !noreply {
         line(ctx.out, text);
     }
+}
+
+/// Runs a complete piece of protocol text through the parser and executor, exactly as a
+/// client connection would, and returns the replies (the key tester and tests use this).
+pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
+    let limits = engine.parse_limits();
+    let mut out = Vec::new();
+    let mut counters = LocalCounters::default();
+    let mut pos = 0;
+    while pos < input.len() {
+        match parse(&input[pos..], &limits) {
+            Ok(Some((req, used))) => {
+                pos += used;
+                let mut ctx = Ctx {
+                    engine,
+                    now,
+                    out: &mut out,
+                    counters: &mut counters,
+                };
+                match execute(&mut ctx, req) {
+                    Flow::Continue => {}
+                    Flow::Swallow(n) => pos = (pos + n).min(input.len()),
+                    Flow::Close => break,
+                }
+            }
+            Ok(None) => {
+                out.extend_from_slice(b"(incomplete request: waiting for more input)\r\n");
+                break;
+            }
+            Err(_) => {
+                out.extend_from_slice(b"CLIENT_ERROR line too long\r\n");
+                break;
+            }
+        }
+    }
+    engine.counters.merge(&mut counters);
+    out
 }
 
 pub fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) -> Flow {
@@ -984,4 +1021,156 @@ fn meta_debug(ctx: &mut Ctx<'_>, key: &[u8]) {
         ))
     });
     line(ctx.out, text.as_deref().unwrap_or("EN"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheConfig;
+
+    const T0: u32 = 1_800_000_000;
+
+    fn engine() -> Engine {
+        Engine::new("master", CacheConfig::default())
+    }
+
+    fn run(engine: &Engine, now: u32, input: &str) -> String {
+        String::from_utf8_lossy(&run_text(engine, now, input.as_bytes())).into_owned()
+    }
+
+    #[test]
+    fn relative_absolute_and_negative_exptimes() {
+        let e = engine();
+        run(
+            &e,
+            T0,
+            "set rel 0 100 1\r\nx\r\nset abs 0 1800000050 1\r\nx\r\nset neg 0 -1 1\r\nx\r\n",
+        );
+        run(
+            &e,
+            T0,
+            "set past 0 1700000000 1\r\nx\r\nset max 0 2592000 1\r\nx\r\n",
+        );
+        assert_eq!(run(&e, T0, "get neg past\r\n"), "END\r\n");
+        assert_eq!(run(&e, T0 + 49, "mg abs t\r\n"), "HD t1\r\n");
+        assert_eq!(run(&e, T0 + 50, "mg abs\r\n"), "EN\r\n");
+        assert_eq!(run(&e, T0 + 99, "mg rel t\r\n"), "HD t1\r\n");
+        assert_eq!(run(&e, T0 + 100, "mg rel\r\n"), "EN\r\n");
+        assert_eq!(run(&e, T0 + 2_591_999, "mg max t\r\n"), "HD t1\r\n");
+    }
+
+    #[test]
+    fn touch_and_gat_move_expiry() {
+        let e = engine();
+        run(&e, T0, "set k 0 10 1\r\nx\r\n");
+        assert_eq!(run(&e, T0 + 5, "touch k 100\r\n"), "TOUCHED\r\n");
+        assert_eq!(
+            run(&e, T0 + 50, "gat 0 k\r\n"),
+            "VALUE k 0 1\r\nx\r\nEND\r\n"
+        );
+        assert_eq!(run(&e, T0 + 10_000, "mg k t\r\n"), "HD t-1\r\n");
+    }
+
+    #[test]
+    fn cas_values_are_unique_and_checked() {
+        let e = engine();
+        assert_eq!(
+            run(&e, T0, "ms a 1 c\r\nx\r\nms b 1 c\r\nx\r\n"),
+            "HD c1\r\nHD c2\r\n"
+        );
+        assert_eq!(run(&e, T0, "cas a 0 0 1 2\r\ny\r\n"), "EXISTS\r\n");
+        assert_eq!(run(&e, T0, "cas a 0 0 1 0\r\ny\r\n"), "EXISTS\r\n");
+        assert_eq!(run(&e, T0, "cas a 0 0 1 1\r\ny\r\n"), "STORED\r\n");
+        assert_eq!(run(&e, T0, "gets a\r\n"), "VALUE a 0 1 3\r\ny\r\nEND\r\n");
+        assert_eq!(
+            run(&e, T0, "incr missing 1\r\nmg a c\r\n"),
+            "NOT_FOUND\r\nHD c3\r\n"
+        );
+    }
+
+    #[test]
+    fn cas_disabled_reports_zero() {
+        let e = Engine::new(
+            "master",
+            CacheConfig {
+                disable_cas: true,
+                ..CacheConfig::default()
+            },
+        );
+        assert_eq!(
+            run(&e, T0, "set a 0 0 1\r\nx\r\ngets a\r\n"),
+            "STORED\r\nVALUE a 0 1 0\r\nx\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    fn incr_decr_edges() {
+        let e = engine();
+        run(
+            &e,
+            T0,
+            "set n 0 0 20\r\n18446744073709551614\r\nset d 0 0 3\r\n100\r\n",
+        );
+        assert_eq!(run(&e, T0, "incr n 3\r\n"), "1\r\n");
+        assert_eq!(
+            run(&e, T0, "get n\r\n"),
+            "VALUE n 0 20\r\n1                   \r\nEND\r\n"
+        );
+        assert_eq!(
+            run(&e, T0, "decr d 1\r\nget d\r\n"),
+            "99\r\nVALUE d 0 3\r\n99 \r\nEND\r\n"
+        );
+        assert_eq!(run(&e, T0, "decr d 1000\r\n"), "0\r\n");
+        assert_eq!(
+            run(&e, T0, "incr d 12345\r\nget d\r\n"),
+            "12345\r\nVALUE d 0 5\r\n12345\r\nEND\r\n"
+        );
+        run(&e, T0, "set e 0 0 0\r\n\r\nset neg 0 0 2\r\n-1\r\n");
+        let non_numeric = "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+        assert_eq!(run(&e, T0, "incr e 1\r\n"), non_numeric);
+        assert_eq!(run(&e, T0, "incr neg 1\r\n"), non_numeric);
+        assert_eq!(
+            run(&e, T0, "incr d 18446744073709551616\r\n"),
+            "CLIENT_ERROR invalid numeric delta argument\r\n"
+        );
+    }
+
+    #[test]
+    fn flush_all_now_and_delayed() {
+        let e = engine();
+        run(&e, T0, "set a 0 0 1\r\nx\r\n");
+        assert_eq!(run(&e, T0, "flush_all\r\nget a\r\n"), "OK\r\nEND\r\n");
+        run(&e, T0, "set b 0 0 1\r\nx\r\n");
+        assert_eq!(run(&e, T0, "flush_all 10\r\n"), "OK\r\n");
+        assert_eq!(run(&e, T0 + 8, "get b\r\n"), "VALUE b 0 1\r\nx\r\nEND\r\n");
+        assert_eq!(run(&e, T0 + 9, "get b\r\n"), "END\r\n");
+        let disabled = Engine::new(
+            "master",
+            CacheConfig {
+                disable_flush_all: true,
+                ..CacheConfig::default()
+            },
+        );
+        assert_eq!(
+            run(&disabled, T0, "flush_all\r\n"),
+            "CLIENT_ERROR flush_all not allowed\r\n"
+        );
+    }
+
+    #[test]
+    fn stale_while_revalidate_hands_out_one_win() {
+        let e = engine();
+        run(&e, T0, "ms k 1 T100\r\nx\r\n");
+        assert_eq!(run(&e, T0, "md k I T30\r\n"), "HD\r\n");
+        assert_eq!(run(&e, T0, "mg k v c\r\n"), "VA 1 c2 X W\r\nx\r\n");
+        assert_eq!(run(&e, T0, "mg k v\r\n"), "VA 1 Z X\r\nx\r\n");
+        // An older CAS with I still stores, keeping the item stale and its token state.
+        assert_eq!(run(&e, T0, "ms k 1 C1 I\r\ny\r\n"), "HD\r\n");
+        assert_eq!(run(&e, T0, "mg k v c\r\n"), "VA 1 c3 Z X\r\ny\r\n");
+        assert_eq!(run(&e, T0, "ms k 1 C2\r\nz\r\n"), "EX\r\n");
+        assert_eq!(
+            run(&e, T0, "ms k 1 C3\r\nz\r\nmg k v\r\n"),
+            "HD\r\nVA 1\r\nz\r\n"
+        );
+    }
 }

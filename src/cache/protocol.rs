@@ -230,7 +230,11 @@ pub fn parse<'a>(
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         let too_long = (buf.len() > LINE_LIMIT && !may_be_long_multiget(buf))
             || buf.len() > MULTIGET_LINE_LIMIT;
-        return if too_long { Err(ParseError::LineTooLong) } else { Ok(None) };
+        return if too_long {
+            Err(ParseError::LineTooLong)
+        } else {
+            Ok(None)
+        };
     };
     // memcached strips a '\r' only from lines of two or more bytes.
     let mut line = if nl > 1 && buf[nl - 1] == b'\r' {
