@@ -626,6 +626,14 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
             None => return Err(false),
         };
         let was_fetched = shard.item(idx).fetched;
+        // memcached bumps (and marks fetched) at lookup unless a flag needs the item's state
+        // from before this request; then it bumps after replying, and not at all on error.
+        let bump_late = tokens
+            .iter()
+            .any(|t| matches!(t[0], b'T' | b'N' | b'R' | b'l' | b'h'));
+        if !of.no_update && !bump_late {
+            shard.item_mut(idx).fetched = true;
+        }
         let mut won = false;
         {
             let it = shard.item(idx);
@@ -767,7 +775,8 @@ fn meta_set(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
         set_stale: of.set_stale && mode == StoreMode::Cas,
     };
     let result = store(ctx, &op);
-    if of.key_binary {
+    // Append and prepend build a new item from the old one, which memcached leaves unmarked.
+    if of.key_binary && !matches!(mode, StoreMode::Append | StoreMode::Prepend) {
         if let Stored::Stored(_) = result {
             with_item(ctx.engine, ctx.now, key, |shard, _, idx| {
                 if let Some(i) = idx {
@@ -852,8 +861,8 @@ fn meta_delete(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens
 fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_>) {
     ctx.counters.incr(Counter::CmdMeta);
     let incr = match of.mode {
-        None | Some(b'I' | b'i' | b'+') => true,
-        Some(b'D' | b'd' | b'-') => false,
+        None | Some(b'I' | b'+') => true,
+        Some(b'D' | b'-') => false,
         Some(_) => {
             line(ctx.out, "CLIENT_ERROR invalid mode for ma M token");
             return;
@@ -964,6 +973,10 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
                 if t.len() > MAX_OPAQUE_LENGTH {
                     out.truncate(start);
                     line(out, "CLIENT_ERROR opaque token too long");
+                    // Like memcached, TTL flags before the bad opaque still took effect.
+                    if let Some(e) = new_exptime {
+                        set_exptime(ctx.engine, now, key, e);
+                    }
                     return;
                 }
                 out.push(b' ');
@@ -974,11 +987,7 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
         }
     }
     if let Some(e) = new_exptime {
-        with_item(ctx.engine, now, key, |shard, _, idx| {
-            if let Some(i) = idx {
-                shard.item_mut(i).exptime = e;
-            }
-        });
+        set_exptime(ctx.engine, now, key, e);
     }
     let out = &mut *ctx.out;
     // Quiet mode hides a successful result, but not the reply for an auto-created item.
@@ -991,6 +1000,14 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
         out.extend_from_slice(&digits);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+fn set_exptime(engine: &Engine, now: u32, key: &[u8], exptime: u32) {
+    with_item(engine, now, key, |shard, _, idx| {
+        if let Some(i) = idx {
+            shard.item_mut(i).exptime = exptime;
+        }
+    });
 }
 
 fn meta_debug(ctx: &mut Ctx<'_>, key: &[u8]) {

@@ -32,6 +32,8 @@ pub struct MetaFlags {
     pub req_cas_id: u64,
     pub delta: u64,
     pub initial: u64,
+    /// The key decoded from base64 when `b` was given.
+    pub decoded_key: Option<Vec<u8>>,
 }
 
 /// Why a meta command's flags were refused; the text is memcached's.
@@ -39,10 +41,11 @@ pub type MetaError = &'static str;
 
 pub const BAD_FORMAT: MetaError = "CLIENT_ERROR bad command line format";
 
-/// Validates flag tokens and collects their arguments, as memcached's `_meta_flag_preparse`.
-/// Returns the flags, or the error text; like memcached, numeric errors keep scanning so a
-/// later duplicate or unknown flag wins.
-pub fn preparse(flag_tokens: &[&[u8]]) -> Result<MetaFlags, MetaError> {
+/// Validates flag tokens and collects their arguments, as memcached's `_meta_flag_preparse`,
+/// decoding `key` when `b` asks for it. Returns the flags, or the error text. Like memcached,
+/// argument errors keep scanning (the last message wins) while a duplicate or unknown flag
+/// stops at once.
+pub fn preparse(flag_tokens: &[&[u8]], key: &[u8]) -> Result<MetaFlags, MetaError> {
     let mut of = MetaFlags::default();
     let mut seen = [false; 127];
     let mut error: Option<MetaError> = None;
@@ -54,7 +57,13 @@ pub fn preparse(flag_tokens: &[&[u8]]) -> Result<MetaFlags, MetaError> {
         seen[o as usize] = true;
         let arg = &tok[1..];
         match o {
-            b'b' => of.key_binary = true,
+            b'b' => {
+                of.key_binary = true;
+                match base64_decode(key) {
+                    Some(k) => of.decoded_key = Some(k),
+                    None => error = Some("CLIENT_ERROR error decoding key"),
+                }
+            }
             b'N' => {
                 of.vivify = true;
                 match strtol32(arg) {
@@ -180,17 +189,32 @@ mod tests {
 
     #[test]
     fn preparse_rejects_duplicates_and_unknown_flags() {
-        assert_eq!(preparse(&[b"v", b"v"]), Err("CLIENT_ERROR duplicate flag"));
-        assert_eq!(preparse(&[b"Z"]), Err("CLIENT_ERROR invalid flag"));
         assert_eq!(
-            preparse(&[b"Tabc"]),
+            preparse(&[b"v", b"v"], b"k"),
+            Err("CLIENT_ERROR duplicate flag")
+        );
+        assert_eq!(preparse(&[b"Z"], b"k"), Err("CLIENT_ERROR invalid flag"));
+        assert_eq!(
+            preparse(&[b"Tabc"], b"k"),
             Err("CLIENT_ERROR bad token in command line format")
         );
         assert_eq!(
-            preparse(&[b"MSS"]),
+            preparse(&[b"MSS"], b"k"),
             Err("CLIENT_ERROR incorrect length for M token")
         );
-        let f = preparse(&[b"v", b"T30", b"C7", b"F5", b"q", b"MA"]).expect("valid");
+        // The last argument error wins; a bad F sets no message of its own.
+        assert_eq!(
+            preparse(&[b"MES", b"b"], b"abc"),
+            Err("CLIENT_ERROR error decoding key")
+        );
+        assert_eq!(
+            preparse(&[b"b", b"F"], b"!!!!"),
+            Err("CLIENT_ERROR error decoding key")
+        );
+        assert_eq!(preparse(&[b"Fx"], b"k"), Err(BAD_FORMAT));
+        let f = preparse(&[b"b", b"v"], b"Zm9v").expect("valid");
+        assert_eq!(f.decoded_key.as_deref(), Some(&b"foo"[..]));
+        let f = preparse(&[b"v", b"T30", b"C7", b"F5", b"q", b"MA"], b"k").expect("valid");
         assert!(f.value && f.new_ttl && f.has_cas && f.no_reply);
         assert_eq!((f.exptime, f.req_cas_id, f.client_flags), (30, 7, 5));
         assert_eq!(f.mode, Some(b'A'));

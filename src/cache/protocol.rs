@@ -552,16 +552,12 @@ fn meta_error(text: &'static str) -> Parsed<'static> {
     Parsed::Done(Request::MetaError { text, swallow: 0 })
 }
 
-/// Decodes the key when the `b` flag asks for it.
-fn meta_key<'a>(raw: &'a [u8], flags: &MetaFlags) -> Result<Key<'a>, &'static str> {
-    if flags.key_binary {
-        meta::base64_decode(raw)
-            .map(Cow::Owned)
-            .ok_or("CLIENT_ERROR error decoding key")
-    } else if key_ok(raw) {
-        Ok(Cow::Borrowed(raw))
-    } else {
-        Err(BAD_FORMAT)
+/// The key a meta command names: decoded from base64 when `b` was given (preparse did that).
+fn meta_key<'a>(raw: &'a [u8], flags: &mut MetaFlags) -> Result<Key<'a>, &'static str> {
+    match flags.decoded_key.take() {
+        Some(decoded) => Ok(Cow::Owned(decoded)),
+        None if key_ok(raw) => Ok(Cow::Borrowed(raw)),
+        None => Err(BAD_FORMAT),
     }
 }
 
@@ -577,11 +573,11 @@ fn meta_get<'a>(toks: &Tokens<'a>) -> Parsed<'a> {
         return meta_error("CLIENT_ERROR options flags are too long");
     }
     let flag_toks = &toks.toks[2..toks.len];
-    let flags = match meta::preparse(flag_toks) {
+    let mut flags = match meta::preparse(flag_toks, toks.get(1)) {
         Ok(f) => f,
         Err(e) => return meta_error(e),
     };
-    match meta_key(toks.get(1), &flags) {
+    match meta_key(toks.get(1), &mut flags) {
         Ok(key) => Parsed::Done(Request::MetaGet {
             key,
             flags,
@@ -611,12 +607,11 @@ fn meta_keyed<'a>(toks: &Tokens<'a>, kind: MetaKind) -> Parsed<'a> {
         return meta_error("CLIENT_ERROR options flags too long");
     }
     let flag_toks = &toks.toks[2..toks.len];
-    let Ok(flags) = meta::preparse(flag_toks) else {
+    let Ok(mut flags) = meta::preparse(flag_toks, toks.get(1)) else {
         return meta_error("CLIENT_ERROR invalid or duplicate flag");
     };
-    let key = match meta_key(toks.get(1), &flags) {
+    let key = match meta_key(toks.get(1), &mut flags) {
         Ok(k) => k,
-        Err(_) if flags.key_binary => return meta_error("CLIENT_ERROR invalid or duplicate flag"),
         Err(e) => return meta_error(e),
     };
     let tokens = FlagTokens::new(flag_toks);
@@ -649,11 +644,11 @@ fn meta_set<'a>(toks: &Tokens<'a>, rest: &'a [u8], limits: &ParseLimits) -> Pars
         })
     };
     let flag_toks = &toks.toks[3..toks.len];
-    let flags = match meta::preparse(flag_toks) {
+    let mut flags = match meta::preparse(flag_toks, toks.get(1)) {
         Ok(f) => f,
         Err(e) => return swallowing(e),
     };
-    let key = match meta_key(toks.get(1), &flags) {
+    let key = match meta_key(toks.get(1), &mut flags) {
         Ok(k) => k,
         Err(e) => return swallowing(e),
     };
