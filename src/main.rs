@@ -60,6 +60,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Handlers go in before anything listens, so a signal sent as soon as the port is open is
+    // a graceful stop rather than the default kill.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let node = match Node::start(&config).await {
         Ok(n) => n,
         Err(e) => {
@@ -73,7 +82,7 @@ async fn run(config: Config) -> ExitCode {
         std::process::id()
     );
     let status_every = config.node.status_interval_secs;
-    let signal = wait_for_signal();
+    let signal = signals.recv();
     tokio::pin!(signal);
     let mut ticker = tokio::time::interval(Duration::from_secs(status_every.max(1)));
     ticker.tick().await;
@@ -96,19 +105,26 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM, naming which.
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on the default action.
-        std::future::pending::<()>().await;
-        return "signal";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGINT and SIGTERM, both meaning "shut down gracefully".
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first signal, naming it.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

@@ -130,8 +130,8 @@ fn items(engine: &Engine, now: u32, s: &mut String) {
     }
     let mut oldest = now;
     engine.store.for_each_shard(|shard| {
-        for it in shard.items() {
-            oldest = oldest.min(it.time);
+        if let Some(t) = shard.oldest_time() {
+            oldest = oldest.min(t);
         }
     });
     stat(s, "items:1:number", st.curr_items);

@@ -339,9 +339,9 @@ impl Shard {
         self.sweep_cursor = 0;
     }
 
-    /// Every live item, for digests and tests.
-    pub fn items(&self) -> impl Iterator<Item = &Item> {
-        self.slots.iter().flatten()
+    /// Last access time of the least recently used item, if any (`stats items` age).
+    pub fn oldest_time(&self) -> Option<u32> {
+        (self.tail != NIL).then(|| self.slot(self.tail).time)
     }
 
     fn push_head(&mut self, idx: u32) {
