@@ -89,6 +89,65 @@ pub struct CacheConfig {
     pub disable_cas: bool,
     /// Initial protocol verbosity (0-2), as `verbosity` sets it.
     pub verbosity: u8,
+    /// Replication with a peer node (absent = a standalone cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// repcached-style replication (`[master.replication]` / `[slave.replication]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Where this node accepts its peer (repcached -X is the port). Loopback by default.
+    pub listen: String,
+    /// The other node's replication address, `host:port` (repcached -x is the host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Shared secret both nodes prove they know (never sent). Prefer `secret_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// File holding the shared secret (trailing whitespace ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// How often each side proves it is alive.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which the peer is declared gone.
+    pub heartbeat_timeout_ms: u64,
+    /// Longest pause between attempts to reach the peer.
+    pub reconnect_max_ms: u64,
+    /// Changes kept for partial resync after a short break; also the most a slow peer may
+    /// lag before it is resynced with a full copy.
+    pub backlog_mb: u64,
+    /// How long deletes are remembered so older writes cannot bring keys back.
+    pub tombstone_ttl_secs: u64,
+    /// Most remembered deletes.
+    pub tombstone_cap: usize,
+    /// This node's id (breaks ties between versions and masters); 0 = random at start.
+    pub node_id: u32,
+    /// `async` replies before the peer has a write; `sync` waits for its acknowledgement.
+    pub ack: String,
+    /// In `sync` mode, the longest a write waits for the peer.
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            listen: "127.0.0.1:11212".into(),
+            peer: None,
+            secret: None,
+            secret_file: None,
+            heartbeat_interval_ms: 500,
+            heartbeat_timeout_ms: 3000,
+            reconnect_max_ms: 2000,
+            backlog_mb: 64,
+            tombstone_ttl_secs: 3600,
+            tombstone_cap: 1_000_000,
+            node_id: 0,
+            ack: "async".into(),
+            sync_timeout_ms: 1000,
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -103,6 +162,7 @@ impl Default for CacheConfig {
             disable_flush_all: false,
             disable_cas: false,
             verbosity: 0,
+            replication: None,
         }
     }
 }

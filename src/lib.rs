@@ -20,3 +20,4 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod node;
+pub mod replication;

@@ -1,12 +1,15 @@
 //! One cache engine: the store, its counters and its settings, shared by every connection.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::protocol::ParseLimits;
 use super::stats::SharedCounters;
-use super::store::Store;
+use super::store::{Store, TombstonePolicy};
+use super::version::Hlc;
 use crate::config::CacheConfig;
+use crate::replication::shared::{NodeRole, Shared};
 
 /// Current unix time in whole seconds, the resolution memcached's expiry works at.
 pub fn unix_now() -> u32 {
@@ -24,16 +27,46 @@ pub struct Engine {
     pub counters: SharedCounters,
     verbosity: AtomicU32,
     pub started: u32,
+    /// Versions for this node's writes.
+    pub clock: Hlc,
+    /// Replication state shared with the link tasks (`None` for a standalone cache).
+    pub repl: Option<Arc<Shared>>,
 }
 
 impl Engine {
     pub fn new(role: &'static str, config: CacheConfig) -> Self {
+        // Deletes only need remembering when a peer may send an older write later.
+        let tombstones = config.replication.as_ref().map(|r| TombstonePolicy {
+            ttl: r.tombstone_ttl_secs.min(u64::from(u32::MAX)) as u32,
+            cap: r.tombstone_cap,
+        });
         let store = Store::new(
             config.memory_limit_bytes() as usize,
             config.max_item_size_bytes() as usize,
             !config.disable_cas,
+            tombstones,
         );
+        let node_id = match config.replication.as_ref().map(|r| r.node_id) {
+            Some(id) if id != 0 => id,
+            _ => (crate::replication::auth::random_u64() as u32).max(1),
+        };
+        let repl = config.replication.as_ref().map(|r| {
+            let role = if role == "slave" {
+                NodeRole::Slave
+            } else {
+                NodeRole::Master
+            };
+            let backlog = (r.backlog_mb.saturating_mul(1 << 20)) as usize;
+            Arc::new(Shared::new(
+                node_id,
+                crate::replication::auth::random_u64(),
+                backlog,
+                role,
+            ))
+        });
         Engine {
+            repl,
+            clock: Hlc::new(node_id),
             role,
             verbosity: AtomicU32::new(u32::from(config.verbosity)),
             config,
@@ -52,6 +85,23 @@ impl Engine {
 
     pub fn item_size_max(&self) -> usize {
         self.config.max_item_size_bytes() as usize
+    }
+
+    /// Whether writes are recorded for a replication peer.
+    pub fn replicated(&self) -> bool {
+        self.repl.is_some()
+    }
+
+    /// Whether clients may use the data set (a slave waits for a complete copy).
+    pub fn serving(&self) -> bool {
+        self.repl.as_ref().is_none_or(|r| r.serving())
+    }
+
+    /// Hands a batch of this node's change records to replication.
+    pub fn publish(&self, records: &[u8]) {
+        if let Some(r) = &self.repl {
+            r.append(records);
+        }
     }
 
     pub fn flush_enabled(&self) -> bool {

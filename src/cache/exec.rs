@@ -7,7 +7,9 @@ use super::engine::Engine;
 use super::meta::{MAX_OPAQUE_LENGTH, MetaFlags, base64_encode};
 use super::protocol::{FlagTokens, KEY_MAX_LENGTH, Request, StoreMode, key_ok, parse};
 use super::stats::{Counter, LocalCounters};
-use super::store::{NewItem, Shard};
+use super::store::{Item, NewItem, Shard};
+use super::version::Version;
+use crate::replication::wire;
 
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,57 @@ pub struct Ctx<'a> {
     pub now: u32,
     pub out: &'a mut Vec<u8>,
     pub counters: &'a mut LocalCounters,
+    /// This node's writes, encoded for the replication peer (`None` when not replicating).
+    pub repl: Option<&'a mut Vec<u8>>,
 }
+
+/// A fresh version for a local write (zero when the node does not replicate).
+fn new_version(engine: &Engine) -> Version {
+    if engine.replicated() {
+        engine.clock.next()
+    } else {
+        Version::ZERO
+    }
+}
+
+/// Records an item's current state for the replication peer.
+fn emit_item(repl: &mut Option<&mut Vec<u8>>, item: &Item) {
+    if let Some(out) = repl.as_deref_mut() {
+        wire::encode_set(
+            out,
+            item.key(),
+            item.value(),
+            item.flags,
+            item.exptime,
+            item.version,
+        );
+    }
+}
+
+fn emit_delete(repl: &mut Option<&mut Vec<u8>>, key: &[u8], version: Version) {
+    if let Some(out) = repl.as_deref_mut() {
+        wire::encode_delete(out, key, version);
+    }
+}
+
+/// Requests a slave answers even before it holds a complete copy of the master's data.
+fn allowed_while_not_serving(req: &Request<'_>) -> bool {
+    matches!(
+        req,
+        Request::Reply { .. }
+            | Request::Version
+            | Request::Verbosity { .. }
+            | Request::Quit
+            | Request::Stats { .. }
+            | Request::MetaNoop
+            | Request::MetaError { .. }
+            | Request::Close
+    )
+}
+
+/// What a slave says while its copy of the master's data is incomplete.
+pub const NOT_SERVING: &str =
+    "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
 
 /// Relative exptimes are at most 30 days; larger values are absolute unix times.
 const REALTIME_MAXDELTA: i32 = 60 * 60 * 24 * 30;
@@ -76,6 +128,7 @@ pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
     let limits = engine.parse_limits();
     let mut out = Vec::new();
     let mut counters = LocalCounters::default();
+    let mut records = Vec::new();
     let mut pos = 0;
     while pos < input.len() {
         match parse(&input[pos..], &limits) {
@@ -86,6 +139,7 @@ pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
                     now,
                     out: &mut out,
                     counters: &mut counters,
+                    repl: engine.replicated().then_some(&mut records),
                 };
                 match execute(&mut ctx, req) {
                     Flow::Continue => {}
@@ -104,10 +158,20 @@ pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
         }
     }
     engine.counters.merge(&mut counters);
+    engine.publish(&records);
     out
 }
 
 pub fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) -> Flow {
+    if !ctx.engine.serving() && !allowed_while_not_serving(&req) {
+        line(ctx.out, NOT_SERVING);
+        return match req {
+            Request::TooLarge { swallow, .. } | Request::MetaTooLarge { swallow, .. } => {
+                Flow::Swallow(swallow)
+            }
+            _ => Flow::Continue,
+        };
+    }
     match req {
         Request::Reply { text, noreply } => reply(ctx, text, noreply),
         Request::Get {
@@ -206,7 +270,16 @@ pub fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) -> Flow {
                 } else {
                     None
                 };
-                ctx.engine.store.flush(at, ctx.now);
+                if ctx.engine.replicated() && at.is_none() {
+                    // Replicated as a version floor so both nodes drop the same writes.
+                    let version = ctx.engine.clock.next();
+                    ctx.engine.store.flush_older_than(version);
+                    if let Some(out) = ctx.repl.as_deref_mut() {
+                        wire::encode_flush(out, version);
+                    }
+                } else {
+                    ctx.engine.store.flush(at, ctx.now);
+                }
                 reply(ctx, "OK", noreply);
             }
         }
@@ -259,10 +332,17 @@ fn with_item<R>(
     f(&mut shard, hash, idx)
 }
 
-fn remove_key(ctx: &Ctx<'_>, key: &[u8]) -> bool {
-    with_item(ctx.engine, ctx.now, key, |shard, hash, idx| match idx {
+/// Deletes a key, leaving a tombstone and a record for the peer.
+fn remove_key(ctx: &mut Ctx<'_>, key: &[u8]) -> bool {
+    let engine = ctx.engine;
+    let now = ctx.now;
+    let repl = &mut ctx.repl;
+    with_item(engine, now, key, |shard, hash, idx| match idx {
         Some(i) => {
+            let version = new_version(engine);
             shard.remove(hash, i);
+            shard.bury(key, version, now);
+            emit_delete(repl, key, version);
             true
         }
         None => false,
@@ -297,11 +377,16 @@ fn get(ctx: &mut Ctx<'_>, keys: &[u8], with_cas: bool, touch: Option<i32>) {
             return;
         }
         let now = ctx.now;
+        let engine = ctx.engine;
         let out = &mut *ctx.out;
-        let hit = with_item(ctx.engine, now, key, |shard, _, idx| {
+        let repl = &mut ctx.repl;
+        let hit = with_item(engine, now, key, |shard, _, idx| {
             let idx = idx?;
             if let Some(e) = new_exptime {
-                shard.item_mut(idx).exptime = e;
+                let it = shard.item_mut(idx);
+                it.exptime = e;
+                it.version = new_version(engine);
+                emit_item(repl, it);
             }
             shard.bump(idx, now);
             shard.item_mut(idx).fetched = true;
@@ -355,9 +440,10 @@ fn store(ctx: &mut Ctx<'_>, op: &StoreOp<'_>) -> Stored {
     let now = ctx.now;
     let item_size_max = engine.item_size_max();
     let counters = &mut *ctx.counters;
+    let repl = &mut ctx.repl;
     with_item(engine, now, op.key, |shard, hash, idx| {
         let hasher = engine.store.hasher();
-        let insert = |shard: &mut Shard, value: &[u8], flags: u32, exptime: u32| {
+        let mut insert = |shard: &mut Shard, value: &[u8], flags: u32, exptime: u32| {
             let cas = engine.store.next_cas();
             let new = NewItem {
                 key: op.key,
@@ -365,8 +451,11 @@ fn store(ctx: &mut Ctx<'_>, op: &StoreOp<'_>) -> Stored {
                 flags,
                 exptime,
                 cas,
+                version: new_version(engine),
             };
-            shard.insert(hash, new, now, hasher).map(|i| (i, cas))
+            let idx = shard.insert(hash, new, now, hasher)?;
+            emit_item(repl, shard.item(idx));
+            Ok::<_, super::store::StoreError>((idx, cas))
         };
         let Some(old) = idx else {
             return match op.mode {
@@ -462,9 +551,12 @@ fn touch(ctx: &mut Ctx<'_>, key: &[u8], exptime: i32, noreply: bool) {
     let hit = with_item(ctx.engine, now, key, |shard, _, idx| {
         let idx = idx?;
         shard.bump(idx, now);
+        let version = new_version(ctx.engine);
         let it = shard.item_mut(idx);
         it.fetched = true;
         it.exptime = exptime;
+        it.version = version;
+        emit_item(&mut ctx.repl, it);
         Some(())
     });
     ctx.counters.incr(Counter::CmdTouch);
@@ -490,6 +582,7 @@ enum Delta {
 fn add_delta(ctx: &mut Ctx<'_>, key: &[u8], incr: bool, delta: u64, req_cas: u64) -> Delta {
     let engine = ctx.engine;
     let now = ctx.now;
+    let repl = &mut ctx.repl;
     let result = with_item(engine, now, key, |shard, hash, idx| {
         let Some(idx) = idx else {
             return Delta::NotFound;
@@ -519,7 +612,10 @@ fn add_delta(ctx: &mut Ctx<'_>, key: &[u8], incr: bool, delta: u64, req_cas: u64
         if digits.len() <= old_len {
             digits.resize(old_len, b' ');
             shard.overwrite_value(idx, &digits);
-            shard.item_mut(idx).cas = new_cas;
+            let it = shard.item_mut(idx);
+            it.cas = new_cas;
+            it.version = new_version(engine);
+            emit_item(repl, it);
             shard.bump(idx, now);
             return Delta::Ok {
                 value,
@@ -533,13 +629,17 @@ fn add_delta(ctx: &mut Ctx<'_>, key: &[u8], incr: bool, delta: u64, req_cas: u64
             flags,
             exptime,
             cas: new_cas,
+            version: new_version(engine),
         };
         match shard.insert(hash, new, now, engine.store.hasher()) {
-            Ok(_) => Delta::Ok {
-                value,
-                cas: new_cas,
-                exptime,
-            },
+            Ok(i) => {
+                emit_item(repl, shard.item(i));
+                Delta::Ok {
+                    value,
+                    cas: new_cas,
+                    exptime,
+                }
+            }
             Err(_) => Delta::NotFound,
         }
     });
@@ -602,6 +702,7 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
     let engine = ctx.engine;
     let start = ctx.out.len();
     let out = &mut *ctx.out;
+    let repl = &mut ctx.repl;
     let mut ttl_set = false;
     let outcome = with_item(engine, now, key, |shard, hash, idx| {
         let mut created = false;
@@ -614,6 +715,7 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
                     flags: 0,
                     exptime: 0,
                     cas: engine.store.next_cas(),
+                    version: new_version(engine),
                 };
                 match shard.insert(hash, new, now, engine.store.hasher()) {
                     Ok(i) => {
@@ -650,6 +752,7 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
                 b'T' => {
                     ttl_set = true;
                     it.exptime = absolute_exptime(of.exptime, now);
+                    it.version = new_version(engine);
                 }
                 b'N' if created => {
                     it.exptime = absolute_exptime(of.autoviv_exptime, now);
@@ -686,6 +789,10 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
                 }
                 b'O' => {
                     if t.len() > MAX_OPAQUE_LENGTH {
+                        // Changes made by earlier flags stand, as in memcached.
+                        if created || ttl_set {
+                            emit_item(repl, it);
+                        }
                         return Err(true);
                     }
                     out.push(b' ');
@@ -699,6 +806,9 @@ fn meta_get(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<'_
             }
         }
         let it = shard.item_mut(idx);
+        if created || ttl_set {
+            emit_item(repl, it);
+        }
         if it.token_sent {
             out.extend_from_slice(b" Z");
         }
@@ -827,22 +937,29 @@ fn meta_delete(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens
     }
     let now = ctx.now;
     let engine = ctx.engine;
+    let repl = &mut ctx.repl;
     let code = with_item(engine, now, key, |shard, hash, idx| {
         let Some(idx) = idx else { return "NF" };
         if of.has_cas && shard.item(idx).cas != of.req_cas_id {
             return "EX";
         }
         if of.set_stale {
+            // Staleness is this node's recache bookkeeping; only a TTL change replicates.
             let cas = engine.store.next_cas();
             let it = shard.item_mut(idx);
             if of.new_ttl {
                 it.exptime = absolute_exptime(of.exptime, now);
+                it.version = new_version(engine);
+                emit_item(repl, it);
             }
             it.stale = true;
             it.token_sent = false;
             it.cas = cas;
         } else {
+            let version = new_version(engine);
             shard.remove(hash, idx);
+            shard.bury(key, version, now);
+            emit_delete(repl, key, version);
         }
         "HD"
     });
@@ -975,7 +1092,7 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
                     line(out, "CLIENT_ERROR opaque token too long");
                     // Like memcached, TTL flags before the bad opaque still took effect.
                     if let Some(e) = new_exptime {
-                        set_exptime(ctx.engine, now, key, e);
+                        set_exptime(ctx, key, e);
                     }
                     return;
                 }
@@ -987,7 +1104,7 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
         }
     }
     if let Some(e) = new_exptime {
-        set_exptime(ctx.engine, now, key, e);
+        set_exptime(ctx, key, e);
     }
     let out = &mut *ctx.out;
     // Quiet mode hides a successful result, but not the reply for an auto-created item.
@@ -1002,10 +1119,15 @@ fn meta_arith(ctx: &mut Ctx<'_>, key: &[u8], of: &MetaFlags, tokens: FlagTokens<
     }
 }
 
-fn set_exptime(engine: &Engine, now: u32, key: &[u8], exptime: u32) {
-    with_item(engine, now, key, |shard, _, idx| {
+fn set_exptime(ctx: &mut Ctx<'_>, key: &[u8], exptime: u32) {
+    let engine = ctx.engine;
+    let repl = &mut ctx.repl;
+    with_item(engine, ctx.now, key, |shard, _, idx| {
         if let Some(i) = idx {
-            shard.item_mut(i).exptime = exptime;
+            let it = shard.item_mut(i);
+            it.exptime = exptime;
+            it.version = new_version(engine);
+            emit_item(repl, it);
         }
     });
 }

@@ -12,6 +12,7 @@ pub mod server;
 pub mod stats;
 mod stats_reply;
 pub mod store;
+pub mod version;
 
 pub use engine::Engine;
 

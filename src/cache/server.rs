@@ -121,9 +121,11 @@ async fn connection(
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let limits = engine.parse_limits();
+    let replicated = engine.replicated();
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut counters = LocalCounters::default();
+    let mut records: Vec<u8> = Vec::new();
     let mut swallow = 0usize;
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
@@ -157,6 +159,7 @@ async fn connection(
                         now,
                         out: &mut out,
                         counters: &mut counters,
+                        repl: replicated.then_some(&mut records),
                     };
                     match execute(&mut ctx, req) {
                         Flow::Continue => {}
@@ -179,6 +182,11 @@ async fn connection(
             }
         }
         input.drain(..pos);
+        if !records.is_empty() {
+            // One backlog append per batch, after the shard locks are released.
+            engine.publish(&records);
+            records.clear();
+        }
         flush(&mut sock, &mut out, &mut counters).await?;
         engine.counters.merge(&mut counters);
         if close {

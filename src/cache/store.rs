@@ -7,7 +7,28 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use hashbrown::HashTable;
+use hashbrown::{HashMap, HashTable};
+
+use super::version::Version;
+
+/// FNV-1a over an item's contents. Unlike the index hasher it is the same in every process,
+/// so digests from two nodes can be compared.
+fn content_hash(item: &Item) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(&(item.key().len() as u32).to_le_bytes());
+    feed(item.key());
+    feed(&(item.value().len() as u32).to_le_bytes());
+    feed(item.value());
+    feed(&item.flags.to_le_bytes());
+    feed(&item.exptime.to_le_bytes());
+    h
+}
 
 /// Sentinel for "no neighbour" in the LRU links.
 const NIL: u32 = u32::MAX;
@@ -31,6 +52,8 @@ pub struct Item {
     pub token_sent: bool,
     /// The key was set in base64 form (meta `b`), so replies echo it encoded.
     pub key_binary: bool,
+    /// Which write produced this state; replication keeps the newest.
+    pub version: Version,
     prev: u32,
     next: u32,
 }
@@ -61,6 +84,7 @@ pub struct NewItem<'a> {
     pub flags: u32,
     pub exptime: u32,
     pub cas: u64,
+    pub version: Version,
 }
 
 /// Counters kept per shard, summed for `stats`.
@@ -101,6 +125,33 @@ impl FlushMark {
     }
 }
 
+/// What became of a write received from the replication peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was newer than what this node had, and is now stored.
+    Applied,
+    /// This node already had a newer (or the same) version; the write lost.
+    Older,
+    /// No room for it even after evicting everything.
+    NoMemory,
+}
+
+/// A deleted key's version, remembered so an older write arriving late cannot bring it back.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    version: Version,
+    buried: u32,
+}
+
+/// Tombstone rules, on when the node replicates.
+#[derive(Debug, Clone, Copy)]
+pub struct TombstonePolicy {
+    /// Seconds a tombstone is kept: a peer that stays away longer may bring deleted keys back.
+    pub ttl: u32,
+    /// Most tombstones per shard; beyond it the oldest known go first.
+    pub cap: usize,
+}
+
 /// Why an item could not be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -120,10 +171,14 @@ pub struct Shard {
     limit: usize,
     stats: ShardStats,
     sweep_cursor: usize,
+    tombstones: HashMap<Box<[u8]>, Tombstone>,
+    tombstone_policy: Option<TombstonePolicy>,
+    /// Writes older than the last replicated `flush_all` are dead on arrival.
+    flush_floor: Version,
 }
 
 impl Shard {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, tombstone_policy: Option<TombstonePolicy>) -> Self {
         Shard {
             index: HashTable::new(),
             slots: Vec::new(),
@@ -133,6 +188,9 @@ impl Shard {
             limit,
             stats: ShardStats::default(),
             sweep_cursor: 0,
+            tombstones: HashMap::new(),
+            tombstone_policy,
+            flush_floor: Version::ZERO,
         }
     }
 
@@ -198,6 +256,9 @@ impl Shard {
         if let Some(old) = self.lookup(hash, new.key) {
             self.remove(hash, old);
         }
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(new.key);
+        }
         while self.stats.bytes as usize + charge > self.limit && self.tail != NIL {
             self.evict_tail(now, hasher);
         }
@@ -215,6 +276,7 @@ impl Shard {
             stale: false,
             token_sent: false,
             key_binary: false,
+            version: new.version,
             prev: NIL,
             next: NIL,
         };
@@ -308,6 +370,10 @@ impl Shard {
         budget: usize,
         hasher: &impl BuildHasher,
     ) -> usize {
+        if let Some(policy) = self.tombstone_policy {
+            let cutoff = now.saturating_sub(policy.ttl);
+            self.tombstones.retain(|_, t| t.buried > cutoff);
+        }
         let mut reclaimed = 0;
         for _ in 0..budget.min(self.slots.len()) {
             if self.sweep_cursor >= self.slots.len() {
@@ -329,6 +395,7 @@ impl Shard {
 
     /// Drops every item (immediate `flush_all`).
     pub fn clear(&mut self) {
+        self.tombstones.clear();
         self.index.clear();
         self.slots.clear();
         self.free.clear();
@@ -342,6 +409,152 @@ impl Shard {
     /// Last access time of the least recently used item, if any (`stats items` age).
     pub fn oldest_time(&self) -> Option<u32> {
         (self.tail != NIL).then(|| self.slot(self.tail).time)
+    }
+
+    /// Remembers that `key` was deleted at `version` (when tombstones are on).
+    pub fn bury(&mut self, key: &[u8], version: Version, now: u32) {
+        let Some(policy) = self.tombstone_policy else {
+            return;
+        };
+        if self.tombstones.len() >= policy.cap && !self.tombstones.contains_key(key) {
+            let oldest = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, t)| t.buried)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.tombstones.remove(&k);
+            }
+        }
+        let tomb = Tombstone {
+            version,
+            buried: now,
+        };
+        match self.tombstones.get_mut(key) {
+            Some(t) if t.version >= version => {}
+            Some(t) => *t = tomb,
+            None => {
+                self.tombstones.insert(key.into(), tomb);
+            }
+        }
+    }
+
+    /// The version a key must beat to be stored here: its item's, its tombstone's, or the
+    /// last flush's.
+    fn newest_known(&self, hash: u64, key: &[u8]) -> (Option<u32>, Version) {
+        let idx = self.lookup(hash, key);
+        let mut newest = self.flush_floor;
+        if let Some(i) = idx {
+            newest = newest.max(self.slot(i).version);
+        }
+        if let Some(t) = self.tombstones.get(key) {
+            newest = newest.max(t.version);
+        }
+        (idx, newest)
+    }
+
+    /// Stores a write received from the peer if it is newer than anything known for its key.
+    pub fn apply_set(
+        &mut self,
+        hash: u64,
+        new: NewItem<'_>,
+        now: u32,
+        hasher: &impl BuildHasher,
+    ) -> Applied {
+        let (_, newest) = self.newest_known(hash, new.key);
+        if new.version <= newest {
+            return Applied::Older;
+        }
+        match self.insert(hash, new, now, hasher) {
+            Ok(_) => Applied::Applied,
+            Err(StoreError::OutOfMemory) => Applied::NoMemory,
+        }
+    }
+
+    /// Deletes a key for the peer if the delete is newer than what this node has.
+    pub fn apply_delete(&mut self, hash: u64, key: &[u8], version: Version, now: u32) -> Applied {
+        let (idx, newest) = self.newest_known(hash, key);
+        if version <= newest {
+            return Applied::Older;
+        }
+        if let Some(i) = idx {
+            self.remove(hash, i);
+        }
+        self.bury(key, version, now);
+        Applied::Applied
+    }
+
+    /// A replicated `flush_all`: every item and tombstone older than `version` goes, and
+    /// older writes arriving later are refused.
+    pub fn flush_older_than(&mut self, version: Version, hasher: &impl BuildHasher) {
+        self.flush_floor = self.flush_floor.max(version);
+        self.tombstones.retain(|_, t| t.version >= version);
+        for i in 0..self.slots.len() {
+            let Some(item) = self.slots[i].as_ref() else {
+                continue;
+            };
+            if item.version < version {
+                let hash = hasher.hash_one(item.key());
+                self.remove(hash, i as u32);
+            }
+        }
+    }
+
+    /// Visits live items from slot `cursor` on, at most `max` of them; returns where to
+    /// continue, or `None` when the shard is done. The full copy walks the store this way, a
+    /// batch per lock, so serving goes on between batches.
+    pub fn visit_items(
+        &self,
+        cursor: usize,
+        max: usize,
+        now: u32,
+        mut f: impl FnMut(&Item),
+    ) -> Option<usize> {
+        let mut seen = 0;
+        let mut i = cursor;
+        while i < self.slots.len() {
+            if let Some(item) = self.slots[i].as_ref() {
+                if item.exptime == 0 || item.exptime > now {
+                    f(item);
+                    seen += 1;
+                }
+            }
+            i += 1;
+            if seen >= max {
+                return (i < self.slots.len()).then_some(i);
+            }
+        }
+        None
+    }
+
+    /// Every tombstone, for the full copy.
+    pub fn visit_tombstones(&self, mut f: impl FnMut(&[u8], Version)) {
+        for (k, t) in &self.tombstones {
+            f(k, t.version);
+        }
+    }
+
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    pub fn flush_floor(&self) -> Version {
+        self.flush_floor
+    }
+
+    /// An order-independent digest of the live contents (key, value, flags, expiry), so two
+    /// nodes can check they hold the same data without shipping it.
+    pub fn digest(&self, now: u32) -> (u64, u64) {
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        for item in self.slots.iter().flatten() {
+            if item.exptime != 0 && item.exptime <= now {
+                continue;
+            }
+            count += 1;
+            sum = sum.wrapping_add(content_hash(item));
+        }
+        (count, sum)
     }
 
     fn push_head(&mut self, idx: u32) {
@@ -396,15 +609,24 @@ const MAX_SHARDS: usize = 16;
 impl Store {
     /// `limit` is the memory budget in bytes; `item_size_max` bounds the largest item, and
     /// every shard is kept big enough for several of those.
-    pub fn new(limit: usize, item_size_max: usize, cas_enabled: bool) -> Self {
+    pub fn new(
+        limit: usize,
+        item_size_max: usize,
+        cas_enabled: bool,
+        tombstones: Option<TombstonePolicy>,
+    ) -> Self {
         let mut shards = MAX_SHARDS;
         while shards > 1 && limit / shards < item_size_max.saturating_mul(4) {
             shards /= 2;
         }
         let per_shard = limit / shards;
+        let policy = tombstones.map(|p| TombstonePolicy {
+            cap: (p.cap / shards).max(1),
+            ..p
+        });
         Store {
             shards: (0..shards)
-                .map(|_| Mutex::new(Shard::new(per_shard)))
+                .map(|_| Mutex::new(Shard::new(per_shard, policy)))
                 .collect(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             next_cas: AtomicU64::new(1),
@@ -493,6 +715,33 @@ impl Store {
         self.shards.len()
     }
 
+    /// A replicated `flush_all` at `version`, applied shard by shard.
+    pub fn flush_older_than(&self, version: Version) {
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush_older_than(version, &self.hasher);
+        }
+    }
+
+    /// Live item count and content digest over all shards.
+    pub fn digest(&self, now: u32) -> (u64, u64) {
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        for shard in self.shards.iter() {
+            let (c, s) = shard.lock().unwrap_or_else(|e| e.into_inner()).digest(now);
+            count += c;
+            sum = sum.wrapping_add(s);
+        }
+        (count, sum)
+    }
+
+    /// Locks shard `i` (for walks over the whole store, such as the full copy).
+    pub fn lock_shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Visits every shard in turn (locked one at a time).
     pub fn for_each_shard(&self, mut f: impl FnMut(&Shard)) {
         for shard in self.shards.iter() {
@@ -518,6 +767,7 @@ mod tests {
                     flags: 0,
                     exptime,
                     cas,
+                    version: Version::ZERO,
                 },
                 now,
                 store.hasher(),
@@ -534,7 +784,7 @@ mod tests {
 
     #[test]
     fn stores_replaces_and_removes() {
-        let store = Store::new(1 << 20, 1024, true);
+        let store = Store::new(1 << 20, 1024, true, None);
         put(&store, b"a", b"1", 0, 100);
         put(&store, b"a", b"22", 0, 100);
         assert_eq!(get(&store, b"a", 100), Some(b"22".to_vec()));
@@ -552,7 +802,7 @@ mod tests {
 
     #[test]
     fn expiry_is_at_or_after_exptime() {
-        let store = Store::new(1 << 20, 1024, true);
+        let store = Store::new(1 << 20, 1024, true, None);
         put(&store, b"k", b"v", 110, 100);
         assert!(get(&store, b"k", 109).is_some());
         assert!(get(&store, b"k", 110).is_none());
@@ -562,7 +812,7 @@ mod tests {
     #[test]
     fn memory_limit_evicts_least_recently_used() {
         let item = 100 + 4 + ITEM_OVERHEAD;
-        let store = Store::new(item * 10, item * 10, true);
+        let store = Store::new(item * 10, item * 10, true, None);
         assert_eq!(store.shard_count(), 1);
         for i in 0..10u32 {
             put(&store, format!("k{i:03}").as_bytes(), &[b'x'; 100], 0, 100);
@@ -586,7 +836,7 @@ mod tests {
 
     #[test]
     fn delayed_flush_kills_items_touched_before_the_mark() {
-        let store = Store::new(1 << 20, 1024, true);
+        let store = Store::new(1 << 20, 1024, true, None);
         put(&store, b"old", b"v", 0, 100);
         store.flush(Some(105), 100);
         assert!(get(&store, b"old", 103).is_some());
@@ -599,7 +849,7 @@ mod tests {
 
     #[test]
     fn sweep_reclaims_expired_items_without_access() {
-        let store = Store::new(1 << 20, 1024, true);
+        let store = Store::new(1 << 20, 1024, true, None);
         for i in 0..100u32 {
             put(
                 &store,
@@ -616,9 +866,9 @@ mod tests {
 
     #[test]
     fn shards_stay_large_enough_for_the_biggest_item() {
-        let store = Store::new(64 << 20, 1 << 20, true);
+        let store = Store::new(64 << 20, 1 << 20, true, None);
         assert_eq!(store.shard_count(), 16);
-        let small = Store::new(2 << 20, 1 << 20, true);
+        let small = Store::new(2 << 20, 1 << 20, true, None);
         assert_eq!(small.shard_count(), 1);
     }
 }

@@ -1,0 +1,203 @@
+//! State the cache engine and the replication tasks share: the backlog of this node's
+//! writes, whether this node may serve clients yet, the link's status for `stats` and the
+//! console, and counters.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::backlog::Backlog;
+
+/// Which side of the pair this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    Master,
+    Slave,
+}
+
+impl NodeRole {
+    pub fn label(self) -> &'static str {
+        match self {
+            NodeRole::Master => "MASTER",
+            NodeRole::Slave => "SLAVE",
+        }
+    }
+}
+
+/// Where the link to the peer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkPhase {
+    /// No peer; waiting for one to connect (and dialing it if one is configured).
+    Listening,
+    /// Trying to reach the configured peer.
+    Connecting,
+    /// Connected, exchanging identities and proofs.
+    Handshake,
+    /// A full copy is running (either direction).
+    Copying,
+    /// Changes flow both ways.
+    Streaming,
+    /// An operator severed the link and holds it down.
+    HeldDown,
+}
+
+impl LinkPhase {
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkPhase::Listening => "listening",
+            LinkPhase::Connecting => "connecting",
+            LinkPhase::Handshake => "handshake",
+            LinkPhase::Copying => "marugoto copying",
+            LinkPhase::Streaming => "streaming",
+            LinkPhase::HeldDown => "held down",
+        }
+    }
+}
+
+/// Progress of one full copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    pub items_done: u64,
+    pub items_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Unix milliseconds when the copy began.
+    pub started_ms: u64,
+    /// Unix milliseconds when it finished, if it did.
+    pub finished_ms: Option<u64>,
+}
+
+/// The replication status shown by `stats`, the snapshot and the console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub role: NodeRole,
+    pub epoch: u64,
+    pub link: LinkPhase,
+    /// The peer's address as configured or as it connected from.
+    pub peer: Option<String>,
+    pub peer_node: Option<u32>,
+    /// Unix milliseconds of the last frame from the peer.
+    pub last_heard_ms: Option<u64>,
+    /// How far the peer has applied this node's change stream.
+    pub peer_applied: u64,
+    /// Unix milliseconds until which the operator holds the link down.
+    pub held_until_ms: Option<u64>,
+    /// The copy this node receives (as a slave) and the one it sends.
+    pub copy_in: Option<CopyProgress>,
+    pub copy_out: Option<CopyProgress>,
+    /// Recent state changes, newest last, as `(unix ms, text)`.
+    pub events: VecDeque<(u64, String)>,
+}
+
+/// How many events the status keeps for the console's timeline.
+const MAX_EVENTS: usize = 64;
+
+impl Status {
+    pub fn event(&mut self, text: String) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back((now_ms(), text));
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Replication counters (monotonic).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub items_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub items_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub full_resyncs: AtomicU64,
+    pub partial_resyncs: AtomicU64,
+    /// Writes from the peer that lost to a newer local version (or the reverse).
+    pub conflicts: AtomicU64,
+    pub links_refused: AtomicU64,
+    pub link_losses: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Shared {
+    pub node_id: u32,
+    /// Identifies this process's change stream; a restart starts a new stream, so a peer
+    /// can only resume from offsets of the stream it actually saw.
+    pub stream_id: u64,
+    backlog: Mutex<Backlog>,
+    /// Wakes the link writer when the backlog grows.
+    pub notify: Notify,
+    serving: AtomicBool,
+    pub status: Mutex<Status>,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub fn new(node_id: u32, stream_id: u64, backlog_bytes: usize, role: NodeRole) -> Self {
+        Shared {
+            node_id,
+            stream_id,
+            backlog: Mutex::new(Backlog::new(backlog_bytes)),
+            notify: Notify::new(),
+            // A slave serves only once it holds a complete copy of the master's data.
+            serving: AtomicBool::new(role == NodeRole::Master),
+            status: Mutex::new(Status {
+                role,
+                epoch: if role == NodeRole::Master { 1 } else { 0 },
+                link: LinkPhase::Listening,
+                peer: None,
+                peer_node: None,
+                last_heard_ms: None,
+                peer_applied: 0,
+                held_until_ms: None,
+                copy_in: None,
+                copy_out: None,
+                events: VecDeque::new(),
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Adds a batch of this node's change records to the stream.
+    pub fn append(&self, records: &[u8]) {
+        if records.is_empty() {
+            return;
+        }
+        self.backlog().append(records);
+        self.notify.notify_one();
+    }
+
+    pub fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    pub fn set_serving(&self, on: bool) {
+        self.serving.store(on, Ordering::Release);
+    }
+}
