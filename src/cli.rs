@@ -104,6 +104,26 @@ pub struct RunArgs {
     #[arg(short = 'C', long = "disable-cas")]
     pub disable_cas: bool,
 
+    /// Replication peer host (repcached -x); the port is -X.
+    #[arg(short = 'x', long = "peer-host", value_name = "HOST")]
+    pub peer_host: Option<String>,
+
+    /// Replication port, to listen on and to reach the peer at (repcached -X, default 11212).
+    #[arg(short = 'X', long = "repl-port", value_name = "PORT")]
+    pub repl_port: Option<u16>,
+
+    /// Replication peer as HOST:PORT (when the two nodes use different ports).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer: Option<String>,
+
+    /// Address the replication listener binds (default 127.0.0.1:11212).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub repl_listen: Option<String>,
+
+    /// File holding the replication shared secret.
+    #[arg(long, value_name = "FILE")]
+    pub repl_secret_file: Option<PathBuf>,
+
     /// UDP port (memcached -U). UDP is not served; only 0 is accepted.
     #[arg(short = 'U', long = "udp-port", value_name = "PORT", value_parser = parse_udp_port)]
     pub udp_port: Option<u16>,

@@ -124,10 +124,6 @@ pub struct ReplicationConfig {
     pub tombstone_cap: usize,
     /// This node's id (breaks ties between versions and masters); 0 = random at start.
     pub node_id: u32,
-    /// `async` replies before the peer has a write; `sync` waits for its acknowledgement.
-    pub ack: String,
-    /// In `sync` mode, the longest a write waits for the peer.
-    pub sync_timeout_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -144,8 +140,6 @@ impl Default for ReplicationConfig {
             tombstone_ttl_secs: 3600,
             tombstone_cap: 1_000_000,
             node_id: 0,
-            ack: "async".into(),
-            sync_timeout_ms: 1000,
         }
     }
 }
@@ -164,6 +158,25 @@ impl Default for CacheConfig {
             verbosity: 0,
             replication: None,
         }
+    }
+}
+
+impl ReplicationConfig {
+    /// The shared secret from `secret` or `secret_file`, if either is set.
+    pub fn load_secret(&self) -> Result<Option<Vec<u8>>, String> {
+        if let Some(s) = &self.secret {
+            return Ok(Some(s.as_bytes().to_vec()));
+        }
+        let Some(path) = &self.secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("secret_file {}: {e}", path.display()))?;
+        let secret = text.trim_end();
+        if secret.is_empty() {
+            return Err(format!("secret_file {} is empty", path.display()));
+        }
+        Ok(Some(secret.as_bytes().to_vec()))
     }
 }
 
@@ -319,6 +332,11 @@ impl Config {
             self.node.status_interval_secs = s;
         }
         let cache_flags = args.port.is_some()
+            || args.peer_host.is_some()
+            || args.repl_port.is_some()
+            || args.peer.is_some()
+            || args.repl_listen.is_some()
+            || args.repl_secret_file.is_some()
             || args.listen.is_some()
             || args.memory_limit.is_some()
             || args.conn_limit.is_some()
@@ -363,6 +381,7 @@ impl Config {
             if let Some(t) = args.threads {
                 c.threads = t;
             }
+            apply_replication_cli(c, args);
             c.disable_flush_all |= args.disable_flush_all;
             c.disable_cas |= args.disable_cas;
             c.verbosity = c.verbosity.max(args.verbose.min(2));
@@ -481,6 +500,23 @@ impl Config {
                     format!("verbosity {} in [{s}] must be 0, 1 or 2", c.verbosity),
                 ));
             }
+            if let Some(r) = &c.replication {
+                validate_replication(s, r)
+                    .map_err(|(key, message)| bad(&format!("{s}.replication"), key, message))?;
+            }
+        }
+        if let (Some(m), Some(sl)) = (&self.master, &self.slave)
+            && let (Some(mr), Some(sr)) = (&m.replication, &sl.replication)
+            && mr.listen == sr.listen
+        {
+            return Err(bad(
+                "slave.replication",
+                "listen",
+                format!(
+                    "listen {} in [slave.replication] is already used by [master.replication]",
+                    sr.listen
+                ),
+            ));
         }
         if let (Some(m), Some(sl)) = (&self.master, &self.slave) {
             if m.port != 0 && m.port == sl.port && m.listen == sl.listen {
@@ -509,6 +545,101 @@ impl Config {
             .map(|(_, c)| c.threads())
             .max()
             .unwrap_or(1)
+    }
+}
+
+fn validate_replication(role: &str, r: &ReplicationConfig) -> Result<(), (&'static str, String)> {
+    let section = format!("[{role}.replication]");
+    if r.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err((
+            "listen",
+            format!(
+                "listen '{}' in {section} is not an address like 127.0.0.1:11212",
+                r.listen
+            ),
+        ));
+    }
+    if let Some(peer) = &r.peer {
+        let port_ok = peer.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !port_ok {
+            return Err((
+                "peer",
+                format!("peer '{peer}' in {section} is not host:port"),
+            ));
+        }
+    }
+    if r.secret.is_some() && r.secret_file.is_some() {
+        return Err((
+            "secret",
+            format!("{section} sets both secret and secret_file; keep one"),
+        ));
+    }
+    if r.secret.as_deref() == Some("") {
+        return Err(("secret", format!("secret in {section} is empty")));
+    }
+    if let Err(e) = r.load_secret() {
+        return Err(("secret_file", format!("{e} (in {section})")));
+    }
+    if r.heartbeat_interval_ms == 0 || r.heartbeat_timeout_ms < 2 * r.heartbeat_interval_ms {
+        return Err((
+            "heartbeat_timeout_ms",
+            format!(
+                "heartbeat_timeout_ms {} in {section} must be at least twice heartbeat_interval_ms {} (and the interval above 0)",
+                r.heartbeat_timeout_ms, r.heartbeat_interval_ms
+            ),
+        ));
+    }
+    if r.backlog_mb == 0 {
+        return Err((
+            "backlog_mb",
+            format!("backlog_mb 0 in {section} leaves no room to resume"),
+        ));
+    }
+    if r.reconnect_max_ms == 0 {
+        return Err((
+            "reconnect_max_ms",
+            format!("reconnect_max_ms 0 in {section} would spin"),
+        ));
+    }
+    Ok(())
+}
+
+/// repcached's `-x HOST` / `-X PORT` and opsconsole's `--peer`, `--repl-listen`,
+/// `--repl-secret-file`: any of them turns replication on for the cache role.
+fn apply_replication_cli(c: &mut CacheConfig, args: &RunArgs) {
+    let any = args.peer_host.is_some()
+        || args.repl_port.is_some()
+        || args.peer.is_some()
+        || args.repl_listen.is_some()
+        || args.repl_secret_file.is_some();
+    if !any {
+        return;
+    }
+    let r = c.replication.get_or_insert_with(ReplicationConfig::default);
+    if let Some(port) = args.repl_port {
+        // -X is the replication port on both ends, as in repcached.
+        let host = r
+            .listen
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h)
+            .to_string();
+        r.listen = format!("{host}:{port}");
+    }
+    if let Some(host) = &args.peer_host {
+        let port = args.repl_port.unwrap_or(11212);
+        r.peer = Some(format!("{host}:{port}"));
+    }
+    if let Some(peer) = &args.peer {
+        r.peer = Some(peer.clone());
+    }
+    if let Some(listen) = &args.repl_listen {
+        r.listen = listen.clone();
+    }
+    if let Some(file) = &args.repl_secret_file {
+        r.secret = None;
+        r.secret_file = Some(file.clone());
     }
 }
 

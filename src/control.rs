@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::replication::shared::Status;
+
 /// Everything an operator can see about a node at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -38,6 +40,31 @@ pub struct CacheSnapshot {
     pub decr_hits: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Present when the cache replicates with a peer.
+    pub replication: Option<ReplicationSnapshot>,
+}
+
+/// A replicating cache's link, roles, copy progress and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationSnapshot {
+    pub node_id: String,
+    pub listen: String,
+    /// False while a slave's copy of the master's data is incomplete.
+    pub serving: bool,
+    /// This node's changes the peer has not yet applied.
+    pub lag_bytes: u64,
+    pub backlog_bytes: u64,
+    pub heartbeat_age_ms: Option<u64>,
+    pub items_sent: u64,
+    pub bytes_sent: u64,
+    pub items_received: u64,
+    pub bytes_received: u64,
+    pub full_resyncs: u64,
+    pub partial_resyncs: u64,
+    pub conflicts: u64,
+    pub links_refused: u64,
+    pub link_losses: u64,
+    pub status: Status,
 }
 
 impl CacheSnapshot {
@@ -55,6 +82,10 @@ pub enum Command {
     /// Send raw memcached protocol text to a cache role's engine and return the raw reply
     /// (the key tester). Runs through the same parser and executor as network clients.
     CacheRequest { role: String, request: String },
+    /// Sever a cache role's replication link and refuse it for `hold_secs` (failover drill).
+    KillPeer { role: String, hold_secs: u64 },
+    /// Lift a hold so the link comes back.
+    RevivePeer { role: String },
 }
 
 /// The reply to a command.

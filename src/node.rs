@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -14,13 +15,18 @@ use crate::cache::Engine;
 use crate::cache::engine::unix_now;
 use crate::cache::exec::run_text;
 use crate::cache::stats::Counter;
-use crate::config::Config;
-use crate::control::{CacheSnapshot, Command, CommandReply, Control, Snapshot};
+use crate::config::{Config, ReplicationConfig};
+use crate::control::{
+    CacheSnapshot, Command, CommandReply, Control, ReplicationSnapshot, Snapshot,
+};
+use crate::replication::replicator::{Replicator, Settings};
+use crate::replication::shared::{Counters, Shared, now_ms};
 
 /// A running cache engine and where it listens.
 pub struct CacheHandle {
     pub engine: Arc<Engine>,
     pub addr: SocketAddr,
+    pub replicator: Option<Arc<Replicator>>,
 }
 
 pub struct Node {
@@ -41,22 +47,44 @@ impl Node {
             let engine = Arc::new(Engine::new(role.name(), cache.clone()));
             let listener = crate::cache::server::bind(&engine).await?;
             let addr = listener.local_addr()?;
+            let repl = match &cache.replication {
+                Some(r) => Some(bind_replication(&engine, r).await?),
+                None => None,
+            };
             tracing::info!(
                 role = engine.role,
                 "cache {} listening on {addr}",
                 engine.role
             );
-            bound.push((engine, listener, addr));
+            bound.push((engine, listener, addr, repl));
         }
         let mut caches = Vec::new();
-        for (engine, listener, addr) in bound {
+        for (engine, listener, addr, repl) in bound {
+            let replicator = match (repl, engine.repl.clone()) {
+                (Some((settings, repl_listener, listen)), Some(shared)) => {
+                    let r = Replicator::new(
+                        engine.clone(),
+                        shared,
+                        settings,
+                        listen,
+                        cancel.child_token(),
+                    );
+                    r.start(repl_listener, &tracker);
+                    Some(r)
+                }
+                _ => None,
+            };
             tracker.spawn(crate::cache::server::serve(
                 engine.clone(),
                 listener,
                 cancel.clone(),
                 tracker.clone(),
             ));
-            caches.push(CacheHandle { engine, addr });
+            caches.push(CacheHandle {
+                engine,
+                addr,
+                replicator,
+            });
         }
         Ok(Node {
             caches,
@@ -76,12 +104,46 @@ impl Node {
             .is_ok()
     }
 
+    fn replicator(&self, role: &str) -> Result<&Arc<Replicator>, String> {
+        self.cache(role)?
+            .replicator
+            .as_ref()
+            .ok_or_else(|| format!("the {role} cache does not replicate"))
+    }
+
     fn cache(&self, role: &str) -> Result<&CacheHandle, String> {
         self.caches
             .iter()
             .find(|c| c.engine.role == role)
             .ok_or_else(|| format!("no cache role '{role}' runs on this node"))
     }
+}
+
+/// Binds a cache role's replication listener and resolves its settings.
+async fn bind_replication(
+    engine: &Engine,
+    r: &ReplicationConfig,
+) -> io::Result<(Settings, TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(&r.listen).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {} (the [{}.replication] listen setting): {e}",
+                r.listen, engine.role
+            ),
+        )
+    })?;
+    let listen = listener.local_addr()?;
+    let secret = r.load_secret().map_err(io::Error::other)?;
+    let settings = Settings {
+        peer: r.peer.clone(),
+        secret,
+        heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms),
+        heartbeat_timeout: Duration::from_millis(r.heartbeat_timeout_ms),
+        reconnect_max: Duration::from_millis(r.reconnect_max_ms),
+    };
+    tracing::info!(role = engine.role, "replication listening on {listen}");
+    Ok((settings, listener, listen))
 }
 
 fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
@@ -111,6 +173,38 @@ fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
         decr_hits: c.get(Counter::DecrHits),
         bytes_read: c.get(Counter::BytesRead),
         bytes_written: c.get(Counter::BytesWritten),
+        replication: e.repl.as_ref().map(|r| replication_snapshot(r, handle)),
+    }
+}
+
+fn replication_snapshot(shared: &Shared, handle: &CacheHandle) -> ReplicationSnapshot {
+    let st = shared.status().clone();
+    let c = &shared.counters;
+    let (backlog_bytes, stream_end) = {
+        let b = shared.backlog();
+        (b.len() as u64, b.end())
+    };
+    ReplicationSnapshot {
+        node_id: format!("{:08x}", shared.node_id),
+        listen: handle
+            .replicator
+            .as_ref()
+            .map(|r| r.listen.to_string())
+            .unwrap_or_default(),
+        serving: shared.serving(),
+        lag_bytes: stream_end.saturating_sub(st.peer_applied),
+        backlog_bytes,
+        heartbeat_age_ms: st.last_heard_ms.map(|t| now_ms().saturating_sub(t)),
+        items_sent: Counters::get(&c.items_sent),
+        bytes_sent: Counters::get(&c.bytes_sent),
+        items_received: Counters::get(&c.items_received),
+        bytes_received: Counters::get(&c.bytes_received),
+        full_resyncs: Counters::get(&c.full_resyncs),
+        partial_resyncs: Counters::get(&c.partial_resyncs),
+        conflicts: Counters::get(&c.conflicts),
+        links_refused: Counters::get(&c.links_refused),
+        link_losses: Counters::get(&c.link_losses),
+        status: st,
     }
 }
 
@@ -126,6 +220,16 @@ impl Control for Node {
 
     fn act(&self, command: Command) -> Result<CommandReply, String> {
         match command {
+            Command::KillPeer { role, hold_secs } => {
+                let r = self.replicator(&role)?;
+                Ok(CommandReply {
+                    output: r.kill(Duration::from_secs(hold_secs)),
+                })
+            }
+            Command::RevivePeer { role } => {
+                let r = self.replicator(&role)?;
+                Ok(CommandReply { output: r.revive() })
+            }
             Command::CacheRequest { role, request } => {
                 let handle = self.cache(&role)?;
                 let output = run_text(&handle.engine, unix_now(), request.as_bytes());

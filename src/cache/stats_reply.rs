@@ -44,6 +44,7 @@ pub fn write(engine: &Engine, sub: &[u8], now: u32, out: &mut Vec<u8>) {
             );
             stat(&mut s, "total_malloced", st.bytes);
         }
+        b"replication" => replication(engine, now, &mut s, true),
         b"reset" => {
             engine.counters.reset();
             out.extend_from_slice(b"RESET\r\n");
@@ -101,6 +102,83 @@ fn general(engine: &Engine, now: u32, s: &mut String) {
     stat(s, "expired_unfetched", st.expired_unfetched);
     stat(s, "evicted_unfetched", st.evicted_unfetched);
     stat(s, "role", engine.role);
+    replication(engine, now, s, false);
+}
+
+/// Replication state; `detailed` adds the per-link counters and the content digest (which
+/// walks every item, so it is only in `stats replication`).
+fn replication(engine: &Engine, now: u32, s: &mut String, detailed: bool) {
+    let Some(r) = &engine.repl else {
+        if detailed {
+            stat(s, "replication", "OFF");
+        }
+        return;
+    };
+    let st = r.status().clone();
+    stat(s, "replication", st.role.label());
+    stat(s, "repl_link", st.link.label().replace(' ', "_"));
+    stat(s, "repl_peer", st.peer.as_deref().unwrap_or("-"));
+    stat(s, "repl_serving", if r.serving() { "yes" } else { "no" });
+    if !detailed {
+        return;
+    }
+    use crate::replication::shared::{Counters, now_ms};
+    let c = &r.counters;
+    let (backlog_len, stream_end) = {
+        let b = r.backlog();
+        (b.len(), b.end())
+    };
+    stat(s, "repl_node_id", format!("{:08x}", r.node_id));
+    stat(s, "repl_epoch", st.epoch);
+    stat(
+        s,
+        "repl_peer_node",
+        st.peer_node.map_or("-".to_string(), |n| format!("{n:08x}")),
+    );
+    stat(
+        s,
+        "repl_heartbeat_age_ms",
+        st.last_heard_ms
+            .map_or("-".to_string(), |t| now_ms().saturating_sub(t).to_string()),
+    );
+    stat(
+        s,
+        "repl_lag_bytes",
+        stream_end.saturating_sub(st.peer_applied),
+    );
+    stat(s, "repl_backlog_bytes", backlog_len);
+    for (name, counter) in [
+        ("repl_items_sent", &c.items_sent),
+        ("repl_bytes_sent", &c.bytes_sent),
+        ("repl_items_received", &c.items_received),
+        ("repl_bytes_received", &c.bytes_received),
+        ("repl_full_resyncs", &c.full_resyncs),
+        ("repl_partial_resyncs", &c.partial_resyncs),
+        ("repl_conflicts", &c.conflicts),
+        ("repl_links_refused", &c.links_refused),
+        ("repl_link_losses", &c.link_losses),
+    ] {
+        stat(s, name, Counters::get(counter));
+    }
+    for (name, progress) in [
+        ("repl_copy_in", &st.copy_in),
+        ("repl_copy_out", &st.copy_out),
+    ] {
+        if let Some(p) = progress {
+            let state = if p.finished_ms.is_some() {
+                "done"
+            } else {
+                "running"
+            };
+            stat(
+                s,
+                name,
+                format!("{}/{}_items_{}", p.items_done, p.items_total, state),
+            );
+        }
+    }
+    let (count, digest) = engine.store.digest(now);
+    stat(s, "repl_digest", format!("{count}:{digest:016x}"));
 }
 
 fn settings(engine: &Engine, s: &mut String) {

@@ -9,5 +9,7 @@
 pub mod apply;
 pub mod auth;
 pub mod backlog;
+pub mod link;
+pub mod replicator;
 pub mod shared;
 pub mod wire;

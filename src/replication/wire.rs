@@ -88,11 +88,37 @@ impl std::fmt::Display for WireError {
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The last failure was running out of bytes (not malformed input).
+    ran_out: bool,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            ran_out: false,
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The next record, or `Ok(None)` if the bytes end partway through one (the stream
+    /// continues in the next frame); the position is then left at the record's start.
+    pub fn record_if_complete(&mut self) -> Result<Option<Record<'a>>, WireError> {
+        let start = self.pos;
+        self.ran_out = false;
+        match self.record() {
+            Ok(r) => Ok(Some(r)),
+            Err(_) if self.ran_out => {
+                self.pos = start;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,8 +127,13 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end =
-            end.ok_or_else(|| WireError(format!("truncated: wanted {n} bytes at {}", self.pos)))?;
+        let Some(end) = end else {
+            self.ran_out = true;
+            return Err(WireError(format!(
+                "truncated: wanted {n} bytes at {}",
+                self.pos
+            )));
+        };
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -340,6 +371,26 @@ mod tests {
         assert_eq!(used, out.len());
         for cut in 0..out.len() {
             assert_eq!(parse_frame(&out[..cut]), Ok(None), "prefix {cut}");
+        }
+    }
+
+    #[test]
+    fn a_record_split_across_frames_waits_for_the_rest() {
+        let bytes = sample_records();
+        for cut in 0..bytes.len() {
+            let mut r = Reader::new(&bytes[..cut]);
+            let mut whole = 0;
+            while let Ok(Some(_)) = r.record_if_complete() {
+                whole += 1;
+            }
+            assert_eq!(r.record_if_complete(), Ok(None), "cut {cut}");
+            // Whatever was decoded ends exactly where the next record starts.
+            let mut rest = Reader::new(&bytes[r.position()..]);
+            let mut more = 0;
+            while let Ok(Some(_)) = rest.record_if_complete() {
+                more += 1;
+            }
+            assert_eq!(whole + more, 4);
         }
     }
 
