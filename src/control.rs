@@ -82,8 +82,8 @@ pub enum Command {
     /// Send raw memcached protocol text to a cache role's engine and return the raw reply
     /// (the key tester). Runs through the same parser and executor as network clients.
     CacheRequest { role: String, request: String },
-    /// Sever a cache role's replication link and refuse it for `hold_secs` (failover drill).
-    KillPeer { role: String, hold_secs: u64 },
+    /// Sever a cache role's replication link and refuse it for `hold_ms` (failover drill).
+    KillPeer { role: String, hold_ms: u64 },
     /// Lift a hold so the link comes back.
     RevivePeer { role: String },
 }

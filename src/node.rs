@@ -220,10 +220,10 @@ impl Control for Node {
 
     fn act(&self, command: Command) -> Result<CommandReply, String> {
         match command {
-            Command::KillPeer { role, hold_secs } => {
+            Command::KillPeer { role, hold_ms } => {
                 let r = self.replicator(&role)?;
                 Ok(CommandReply {
-                    output: r.kill(Duration::from_secs(hold_secs)),
+                    output: r.kill(Duration::from_millis(hold_ms)),
                 })
             }
             Command::RevivePeer { role } => {

@@ -387,8 +387,8 @@ impl Replicator {
             let mut st = self.shared.status();
             st.held_until_ms = Some(until);
             st.event(format!(
-                "link killed by an operator, held down for {} s",
-                hold.as_secs()
+                "link killed by an operator, held down for {:.1} s",
+                hold.as_secs_f64()
             ));
             if st.peer_node.is_none() {
                 st.link = LinkPhase::HeldDown;
@@ -396,14 +396,14 @@ impl Replicator {
         }
         tracing::warn!(
             role = self.engine.role,
-            "replication: link killed by an operator; held down for {} s",
-            hold.as_secs()
+            "replication: link killed by an operator; held down for {:.1} s",
+            hold.as_secs_f64()
         );
         if let Some(l) = lock(&self.slot).as_ref() {
             *lock(&l.reason) = "killed by an operator".into();
             l.cancel.cancel();
         }
-        format!("peer link severed; held down for {} s", hold.as_secs())
+        format!("peer link severed; held down for {:.1} s", hold.as_secs_f64())
     }
 
     /// Operator action: lift a hold so the link can come back at once.

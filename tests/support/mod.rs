@@ -94,8 +94,11 @@ pub fn spawn_node(args: &[&str]) -> Node {
     }
 }
 
-/// Extracts `ADDR` from a log line containing `listening on ADDR`.
+/// Extracts `ADDR` from the cache's log line `cache ROLE listening on ADDR`.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("cache ") {
+        return None;
+    }
     let rest = line.split("listening on ").nth(1)?;
     rest.split_whitespace()
         .next()?
