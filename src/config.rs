@@ -124,6 +124,11 @@ pub struct ReplicationConfig {
     pub tombstone_cap: usize,
     /// This node's id (breaks ties between versions and masters); 0 = random at start.
     pub node_id: u32,
+    /// `async`: a write is answered at once and reaches the peer soon after. `sync`: the
+    /// reply waits until the peer has applied the write (bounded by `sync_timeout_ms`).
+    pub ack: String,
+    /// In `sync` mode, the longest a write waits for the peer's acknowledgement.
+    pub sync_timeout_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -140,6 +145,8 @@ impl Default for ReplicationConfig {
             tombstone_ttl_secs: 3600,
             tombstone_cap: 1_000_000,
             node_id: 0,
+            ack: "async".into(),
+            sync_timeout_ms: 1000,
         }
     }
 }
@@ -589,6 +596,18 @@ fn validate_replication(role: &str, r: &ReplicationConfig) -> Result<(), (&'stat
                 "heartbeat_timeout_ms {} in {section} must be at least twice heartbeat_interval_ms {} (and the interval above 0)",
                 r.heartbeat_timeout_ms, r.heartbeat_interval_ms
             ),
+        ));
+    }
+    if !matches!(r.ack.as_str(), "async" | "sync") {
+        return Err((
+            "ack",
+            format!("ack '{}' in {section} is not async or sync", r.ack),
+        ));
+    }
+    if r.sync_timeout_ms == 0 {
+        return Err((
+            "sync_timeout_ms",
+            format!("sync_timeout_ms 0 in {section} would fail every write"),
         ));
     }
     if r.backlog_mb == 0 {

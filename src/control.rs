@@ -64,6 +64,7 @@ pub struct ReplicationSnapshot {
     pub conflicts: u64,
     pub links_refused: u64,
     pub link_losses: u64,
+    pub sync_failures: u64,
     pub status: Status,
 }
 
@@ -86,6 +87,9 @@ pub enum Command {
     KillPeer { role: String, hold_ms: u64 },
     /// Lift a hold so the link comes back.
     RevivePeer { role: String },
+    /// Planned switchover, sent to the master: it hands the master role to its slave without
+    /// losing a write (writes pause until the slave has them all).
+    Switchover { role: String },
 }
 
 /// The reply to a command.

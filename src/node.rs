@@ -204,6 +204,7 @@ fn replication_snapshot(shared: &Shared, handle: &CacheHandle) -> ReplicationSna
         conflicts: Counters::get(&c.conflicts),
         links_refused: Counters::get(&c.links_refused),
         link_losses: Counters::get(&c.link_losses),
+        sync_failures: Counters::get(&c.sync_failures),
         status: st,
     }
 }
@@ -224,6 +225,26 @@ impl Control for Node {
                 let r = self.replicator(&role)?;
                 Ok(CommandReply {
                     output: r.kill(Duration::from_millis(hold_ms)),
+                })
+            }
+            Command::Switchover { role } => {
+                let r = self.replicator(&role)?.clone();
+                // The handover takes up to a few seconds; it runs on its own and logs how it
+                // ended, so the caller (a key press, an API request) is not held up.
+                let limit = r.settings.heartbeat_timeout.max(Duration::from_secs(2));
+                let runtime = tokio::runtime::Handle::try_current()
+                    .map_err(|_| "switchover needs the node's runtime".to_string())?;
+                runtime.spawn(async move {
+                    match r.switchover(limit).await {
+                        Ok(msg) => tracing::info!(role = r.engine.role, "replication: {msg}"),
+                        Err(msg) => tracing::error!(
+                            role = r.engine.role,
+                            "replication: switchover failed: {msg}"
+                        ),
+                    }
+                });
+                Ok(CommandReply {
+                    output: "switchover started; the log says how it ends".into(),
                 })
             }
             Command::RevivePeer { role } => {

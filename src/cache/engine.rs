@@ -57,11 +57,14 @@ impl Engine {
                 NodeRole::Master
             };
             let backlog = (r.backlog_mb.saturating_mul(1 << 20)) as usize;
+            let sync =
+                (r.ack == "sync").then(|| std::time::Duration::from_millis(r.sync_timeout_ms));
             Arc::new(Shared::new(
                 node_id,
                 crate::replication::auth::random_u64(),
                 backlog,
                 role,
+                sync,
             ))
         });
         Engine {
@@ -98,10 +101,9 @@ impl Engine {
     }
 
     /// Hands a batch of this node's change records to replication.
-    pub fn publish(&self, records: &[u8]) {
-        if let Some(r) = &self.repl {
-            r.append(records);
-        }
+    /// Returns the stream offset the peer must reach to have them.
+    pub fn publish(&self, records: &[u8]) -> u64 {
+        self.repl.as_ref().map_or(0, |r| r.append(records))
     }
 
     pub fn flush_enabled(&self) -> bool {

@@ -139,7 +139,15 @@ async fn connection(
             return Ok(());
         }
         counters.add(Counter::BytesRead, n as u64);
+        wait_while_writes_paused(engine).await;
         let now = unix_now();
+        // In sync replication mode: where each write's reply sits in `out`, so a write the
+        // peer does not confirm can have its reply replaced by an error.
+        let mut write_replies: Vec<(usize, usize)> = Vec::new();
+        let track_writes = engine
+            .repl
+            .as_ref()
+            .is_some_and(|r| r.sync_timeout.is_some());
         let mut pos = 0;
         let mut close = false;
         loop {
@@ -154,6 +162,8 @@ async fn connection(
             match parse(&input[pos..], &limits) {
                 Ok(Some((req, used))) => {
                     pos += used;
+                    let reply_start = out.len();
+                    let records_before = records.len();
                     let mut ctx = Ctx {
                         engine,
                         now,
@@ -161,7 +171,11 @@ async fn connection(
                         counters: &mut counters,
                         repl: replicated.then_some(&mut records),
                     };
-                    match execute(&mut ctx, req) {
+                    let flow = execute(&mut ctx, req);
+                    if track_writes && records.len() > records_before {
+                        write_replies.push((reply_start, out.len()));
+                    }
+                    match flow {
                         Flow::Continue => {}
                         Flow::Swallow(k) => swallow = k,
                         Flow::Close => {
@@ -178,15 +192,12 @@ async fn connection(
                 }
             }
             if out.len() >= OUT_HIGH_WATER {
+                settle_writes(engine, &mut records, &mut out, &mut write_replies).await;
                 flush(&mut sock, &mut out, &mut counters).await?;
             }
         }
         input.drain(..pos);
-        if !records.is_empty() {
-            // One backlog append per batch, after the shard locks are released.
-            engine.publish(&records);
-            records.clear();
-        }
+        settle_writes(engine, &mut records, &mut out, &mut write_replies).await;
         flush(&mut sock, &mut out, &mut counters).await?;
         engine.counters.merge(&mut counters);
         if close {
@@ -194,6 +205,66 @@ async fn connection(
             return Ok(());
         }
     }
+}
+
+/// Hands the batch's change records to replication (one backlog append per batch, after
+/// the shard locks are released) and, in sync mode, waits for the peer to confirm them.
+async fn settle_writes(
+    engine: &Engine,
+    records: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    write_replies: &mut Vec<(usize, usize)>,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let offset = engine.publish(records);
+    records.clear();
+    if !write_replies.is_empty() {
+        confirm_writes(engine, offset, out, write_replies).await;
+        write_replies.clear();
+    }
+}
+
+/// A planned switchover pauses writes briefly; requests wait rather than fail.
+async fn wait_while_writes_paused(engine: &Engine) {
+    let Some(r) = &engine.repl else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while r.writes_paused() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `ack = "sync"`: holds the replies until the peer has applied the batch's writes; if it
+/// does not in time (or there is no peer), each write's reply becomes an error saying so.
+async fn confirm_writes(
+    engine: &Engine,
+    offset: u64,
+    out: &mut Vec<u8>,
+    replies: &[(usize, usize)],
+) {
+    let Some(r) = &engine.repl else { return };
+    let Some(limit) = r.sync_timeout else { return };
+    if r.wait_acked(offset, limit).await {
+        return;
+    }
+    crate::replication::shared::Counters::add(&r.counters.sync_failures, replies.len() as u64);
+    let error = format!(
+        "SERVER_ERROR replication: the peer did not confirm this write within {} ms (it is stored here)\r\n",
+        limit.as_millis()
+    );
+    let mut rebuilt = Vec::with_capacity(out.len() + replies.len() * error.len());
+    let mut last = 0;
+    for &(start, end) in replies {
+        rebuilt.extend_from_slice(&out[last..start]);
+        // A `noreply` write had no reply to replace; it stays silent.
+        if end > start {
+            rebuilt.extend_from_slice(error.as_bytes());
+        }
+        last = end;
+    }
+    rebuilt.extend_from_slice(&out[last..]);
+    *out = rebuilt;
 }
 
 async fn flush(

@@ -132,6 +132,15 @@ fn replication(engine: &Engine, now: u32, s: &mut String, detailed: bool) {
     stat(s, "repl_epoch", st.epoch);
     stat(
         s,
+        "repl_ack",
+        if r.sync_timeout.is_some() {
+            "sync"
+        } else {
+            "async"
+        },
+    );
+    stat(
+        s,
         "repl_peer_node",
         st.peer_node.map_or("-".to_string(), |n| format!("{n:08x}")),
     );
@@ -157,6 +166,7 @@ fn replication(engine: &Engine, now: u32, s: &mut String, detailed: bool) {
         ("repl_conflicts", &c.conflicts),
         ("repl_links_refused", &c.links_refused),
         ("repl_link_losses", &c.link_losses),
+        ("repl_sync_failures", &c.sync_failures),
     ] {
         stat(s, name, Counters::get(counter));
     }

@@ -295,10 +295,14 @@ async fn read_loop(
                 Kind::Ping => {
                     let mut rd = Reader::new(body);
                     if let Ok(applied) = rd.u64() {
-                        r.shared.status().peer_applied = applied;
+                        r.shared.set_peer_acked(applied);
                     }
                     Ok(())
                 }
+                Kind::Switch => Reader::new(body)
+                    .u64()
+                    .map_err(text)
+                    .map(|epoch| r.take_over(epoch)),
                 Kind::Refuse => {
                     let reason = Reader::new(body)
                         .short_bytes()
@@ -375,6 +379,7 @@ fn on_stream(
     let new_pos = pos + used as u64;
     *stream_pos = Some(new_pos);
     r.set_held_peer_stream(peer_stream, new_pos);
+    r.shared.want_ack();
     let c = &r.shared.counters;
     Counters::add(&c.items_received, items);
     Counters::add(&c.bytes_received, body.len() as u64);
@@ -455,7 +460,9 @@ impl CopyReceiver {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             {
                 self.last_logged = Some(Instant::now());
-                let pct = (p.items_done * 100).checked_div(p.items_total).unwrap_or(100);
+                let pct = (p.items_done * 100)
+                    .checked_div(p.items_total)
+                    .unwrap_or(100);
                 tracing::info!(
                     role = r.engine.role,
                     "replication: marugoto copy {pct}% ({}/{} items, {} KiB)",
@@ -518,7 +525,22 @@ async fn write_loop(
     let mut last_ping = Instant::now() - interval;
     let mut out = Vec::with_capacity(CHUNK + 64);
     loop {
-        if last_ping.elapsed() >= interval {
+        let handover = r
+            .shared
+            .switch_request
+            .lock()
+            .map(|mut s| s.take())
+            .unwrap_or(None);
+        if let Some(epoch) = handover {
+            let switch = frame(Kind::Switch, |o| o.extend_from_slice(&epoch.to_le_bytes()));
+            if let Err(e) = wr.write_all(&switch).await {
+                return e.to_string();
+            }
+            r.hand_over(epoch);
+        }
+        // Acknowledge promptly after applying peer changes (sync mode waits on it), and
+        // at least every interval as the heartbeat.
+        if r.shared.take_ack_wanted() || last_ping.elapsed() >= interval {
             let applied = r.applied_peer_offset();
             let ping = frame(Kind::Ping, |o| o.extend_from_slice(&applied.to_le_bytes()));
             if let Err(e) = wr.write_all(&ping).await {
@@ -546,6 +568,7 @@ async fn write_loop(
         let wait = interval.saturating_sub(last_ping.elapsed());
         tokio::select! {
             _ = r.shared.notify.notified() => {}
+            _ = r.shared.ack_due.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -380,6 +380,88 @@ impl Replicator {
         }
     }
 
+    /// The peer handed mastership to this node (planned switchover).
+    pub fn take_over(&self, epoch: u64) {
+        {
+            let mut st = self.shared.status();
+            st.role = NodeRole::Master;
+            st.epoch = st.epoch.max(epoch);
+            st.event(format!("switchover: now master (epoch {epoch})"));
+        }
+        self.shared.set_serving(true);
+        tracing::warn!(
+            role = self.engine.role,
+            "replication: switchover: this node is now master (epoch {epoch})"
+        );
+    }
+
+    /// This node handed mastership to the peer (planned switchover). Its data is complete,
+    /// so it keeps serving as a slave.
+    pub fn hand_over(&self, epoch: u64) {
+        {
+            let mut st = self.shared.status();
+            st.role = NodeRole::Slave;
+            st.epoch = st.epoch.max(epoch);
+            st.event(format!("switchover: now slave (epoch {epoch})"));
+        }
+        tracing::warn!(
+            role = self.engine.role,
+            "replication: switchover: this node is now slave (epoch {epoch})"
+        );
+    }
+
+    /// Planned switchover, run on the master: pause writes, wait until the slave has
+    /// applied every write, swap roles, resume writes. Nothing acknowledged is lost.
+    pub async fn switchover(&self, limit: Duration) -> Result<String, String> {
+        let epoch = {
+            let st = self.shared.status();
+            if st.role != NodeRole::Master || st.link != LinkPhase::Streaming {
+                return Err(format!(
+                    "switchover needs this node to be a master with a streaming link (it is {} and {})",
+                    st.role.label(),
+                    st.link.label()
+                ));
+            }
+            st.epoch + 1
+        };
+        self.shared.pause_writes(true);
+        tracing::info!(
+            role = self.engine.role,
+            "replication: switchover: writes paused, waiting for the slave to catch up"
+        );
+        let target = self.shared.backlog().end();
+        if !self.shared.wait_acked(target, limit).await {
+            self.shared.pause_writes(false);
+            return Err(format!(
+                "the slave did not confirm every write within {} ms; switchover abandoned, writes resumed",
+                limit.as_millis()
+            ));
+        }
+        if let Ok(mut s) = self.shared.switch_request.lock() {
+            *s = Some(epoch);
+        }
+        self.shared.notify.notify_one();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.shared.status().role == NodeRole::Master
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.shared.pause_writes(false);
+        if self.shared.status().role == NodeRole::Master {
+            if let Ok(mut s) = self.shared.switch_request.lock() {
+                s.take();
+            }
+            return Err(
+                "the link did not carry the handover in time; writes resumed, roles unchanged"
+                    .into(),
+            );
+        }
+        Ok(format!(
+            "switched over: the peer is now master (epoch {epoch})"
+        ))
+    }
+
     /// Operator action: sever the link and refuse a new one for `hold`.
     pub fn kill(&self, hold: Duration) -> String {
         let until = now_ms() + hold.as_millis() as u64;
@@ -403,7 +485,10 @@ impl Replicator {
             *lock(&l.reason) = "killed by an operator".into();
             l.cancel.cancel();
         }
-        format!("peer link severed; held down for {:.1} s", hold.as_secs_f64())
+        format!(
+            "peer link severed; held down for {:.1} s",
+            hold.as_secs_f64()
+        )
     }
 
     /// Operator action: lift a hold so the link can come back at once.

@@ -125,6 +125,9 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     pub links_refused: AtomicU64,
     pub link_losses: AtomicU64,
+    /// `sync` mode writes answered with an error because the peer did not confirm in time,
+    /// or no peer was linked.
+    pub sync_failures: AtomicU64,
 }
 
 impl Counters {
@@ -148,10 +151,29 @@ pub struct Shared {
     serving: AtomicBool,
     pub status: Mutex<Status>,
     pub counters: Counters,
+    /// How far the peer has applied this node's stream (mirrors `status.peer_applied` for
+    /// lock-free waits), and a wake-up for writers waiting on it in `sync` mode.
+    peer_acked: AtomicU64,
+    pub acked: Notify,
+    /// Set for `ack = "sync"`: how long a write waits for the peer.
+    pub sync_timeout: Option<std::time::Duration>,
+    /// Writes wait while a planned switchover hands the master role over.
+    writes_paused: AtomicBool,
+    /// A switchover asks the link writer to hand over mastership at this epoch.
+    pub switch_request: Mutex<Option<u64>>,
+    /// Asks the link writer to acknowledge promptly (after applying the peer's changes).
+    pub ack_due: Notify,
+    pub ack_wanted: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(node_id: u32, stream_id: u64, backlog_bytes: usize, role: NodeRole) -> Self {
+    pub fn new(
+        node_id: u32,
+        stream_id: u64,
+        backlog_bytes: usize,
+        role: NodeRole,
+        sync_timeout: Option<std::time::Duration>,
+    ) -> Self {
         Shared {
             node_id,
             stream_id,
@@ -173,16 +195,77 @@ impl Shared {
                 events: VecDeque::new(),
             }),
             counters: Counters::default(),
+            peer_acked: AtomicU64::new(0),
+            acked: Notify::new(),
+            sync_timeout,
+            writes_paused: AtomicBool::new(false),
+            switch_request: Mutex::new(None),
+            ack_due: Notify::new(),
+            ack_wanted: AtomicBool::new(false),
         }
     }
 
-    /// Adds a batch of this node's change records to the stream.
-    pub fn append(&self, records: &[u8]) {
-        if records.is_empty() {
-            return;
+    /// Records the peer's acknowledgement of this node's stream up to `offset`.
+    pub fn set_peer_acked(&self, offset: u64) {
+        self.peer_acked.fetch_max(offset, Ordering::AcqRel);
+        self.status().peer_applied = offset;
+        self.acked.notify_waiters();
+    }
+
+    /// The reader applied peer changes: the writer should confirm them soon.
+    pub fn want_ack(&self) {
+        self.ack_wanted.store(true, Ordering::Release);
+        self.ack_due.notify_one();
+    }
+
+    pub fn take_ack_wanted(&self) -> bool {
+        self.ack_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn peer_acked(&self) -> u64 {
+        self.peer_acked.load(Ordering::Acquire)
+    }
+
+    pub fn pause_writes(&self, on: bool) {
+        self.writes_paused.store(on, Ordering::Release);
+    }
+
+    pub fn writes_paused(&self) -> bool {
+        self.writes_paused.load(Ordering::Acquire)
+    }
+
+    /// Waits until the peer has applied this node's stream up to `offset`, or `limit`
+    /// passes, or there is no streaming link to wait on. True if acknowledged.
+    pub async fn wait_acked(&self, offset: u64, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.acked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.peer_acked() >= offset {
+                return true;
+            }
+            if self.status().link != LinkPhase::Streaming {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.peer_acked() >= offset;
+            }
         }
-        self.backlog().append(records);
-        self.notify.notify_one();
+    }
+
+    /// Adds a batch of this node's change records to the stream; returns the stream offset
+    /// just past them (what the peer must acknowledge for `sync` mode).
+    pub fn append(&self, records: &[u8]) -> u64 {
+        let end = {
+            let mut b = self.backlog();
+            b.append(records);
+            b.end()
+        };
+        if !records.is_empty() {
+            self.notify.notify_one();
+        }
+        end
     }
 
     pub fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
