@@ -138,7 +138,7 @@ for round in $(seq "$ROUNDS"); do
 done
 python3 -c "
 import statistics
-off=[${off[*]// /,}]; on=[${on[*]// /,}]
+off=[$(IFS=,; echo "${off[*]}")]; on=[$(IFS=,; echo "${on[*]}")]
 print(f'  median off {statistics.median(off):,.0f} ops/s, on {statistics.median(on):,.0f} ops/s: on/off x{statistics.median(on)/statistics.median(off):.2f}')"
 stop "$SOLO_PID"
 echo

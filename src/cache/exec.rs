@@ -1297,6 +1297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_slave_without_a_complete_copy_refuses_data_commands() {
+        use crate::config::ReplicationConfig;
+        let config = CacheConfig {
+            replication: Some(ReplicationConfig::default()),
+            ..CacheConfig::default()
+        };
+        let slave = Engine::new("slave", config);
+        let refused = format!("{NOT_SERVING}\r\n");
+        assert_eq!(run(&slave, T0, "get k\r\n"), refused);
+        assert_eq!(
+            run(&slave, T0, "set k 0 0 1\r\nx\r\nmn\r\n"),
+            format!("{refused}MN\r\n")
+        );
+        assert!(run(&slave, T0, "version\r\n").starts_with("VERSION "));
+        slave.repl.as_ref().expect("replicating").set_serving(true);
+        assert_eq!(run(&slave, T0, "set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+    }
+
+    #[test]
     fn stale_while_revalidate_hands_out_one_win() {
         let e = engine();
         run(&e, T0, "ms k 1 T100\r\nx\r\n");

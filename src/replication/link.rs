@@ -522,7 +522,10 @@ async fn write_loop(
         },
     };
     let interval = r.settings.heartbeat_interval;
-    let mut last_ping = Instant::now() - interval;
+    // Due at once, so the first heartbeat goes out with the first frames.
+    let mut last_ping = Instant::now()
+        .checked_sub(interval)
+        .unwrap_or_else(Instant::now);
     let mut out = Vec::with_capacity(CHUNK + 64);
     loop {
         let handover = r
