@@ -10,46 +10,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use opsconsole::config::{CacheConfig, Config, ReplicationConfig};
+use opsconsole::config::ReplicationConfig;
 use opsconsole::control::{Command, Control};
 use opsconsole::node::Node;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Replication settings fast enough for tests.
-fn repl(listen: u16, peer: u16) -> ReplicationConfig {
-    ReplicationConfig {
-        listen: format!("127.0.0.1:{listen}"),
-        peer: Some(format!("127.0.0.1:{peer}")),
-        heartbeat_interval_ms: 100,
-        heartbeat_timeout_ms: 1000,
-        reconnect_max_ms: 200,
-        ..ReplicationConfig::default()
-    }
-}
-
-fn config(role: &str, r: ReplicationConfig) -> Config {
-    let cache = CacheConfig {
-        port: 0,
-        replication: Some(r),
-        ..CacheConfig::default()
-    };
-    let mut c = Config::default();
-    match role {
-        "master" => c.master = Some(cache),
-        _ => c.slave = Some(cache),
-    }
-    c
-}
+use support::cluster::{config, repl, runtime};
 
 /// A persistent text-protocol connection that reads replies line by line.
 struct Conn {
@@ -464,6 +432,102 @@ fn a_split_with_writes_on_both_sides_heals_to_identical_contents() {
     assert!(number(m, "repl_partial_resyncs") >= 1 && number(s, "repl_partial_resyncs") >= 1);
 }
 
+#[test]
+fn a_held_link_is_retried_with_backoff_while_the_other_node_serves_alone() {
+    // With reconnect_max_ms = 200 a peer retries at most about every 100-300 ms, so a
+    // one-second window sees a handful of attempts, not thousands.
+    const WINDOW: Duration = Duration::from_millis(1000);
+    const MOST_ATTEMPTS: u64 = 25;
+    let pair = Pair::start();
+    let (m, s) = (pair.addr(0), pair.addr(1));
+    // The slave is held down (and promotes itself); the master is left alone and must keep
+    // serving, as the only node clients can use.
+    let losses = number(m, "repl_link_losses");
+    let refused = number(s, "repl_links_refused");
+    let mut probe = Conn::connect(m);
+    let (mut gets, mut refusals, mut not_master) = (0u64, 0u64, 0u64);
+    pair.kill(1, 5_000);
+    let window = Instant::now();
+    while window.elapsed() < WINDOW {
+        probe.send(b"get k\r\nmn\r\n");
+        let reply = probe.line();
+        if reply != "MN" {
+            assert_eq!(probe.line(), "MN");
+        }
+        gets += 1;
+        if reply == NOT_SERVING {
+            refusals += 1;
+        }
+        if gets % 64 == 0 && stat(m, "replication") != "MASTER" {
+            not_master += 1;
+        }
+    }
+    assert_eq!(stat(s, "repl_link"), "held_down");
+    // Not counting the link the kill severed.
+    let attempts = (number(m, "repl_link_losses") - losses).saturating_sub(1);
+    let turned_away = number(s, "repl_links_refused") - refused;
+    let epoch = stat(m, "repl_epoch");
+    pair.revive(1);
+    pair.wait_converged("the pair to come back", &[]);
+    let report = format!(
+        "during {WINDOW:?} of a hold: the master admitted and lost {attempts} links, the held \
+         slave turned away {turned_away}; the master answered {refusals} of {gets} gets with \
+         {NOT_SERVING:?} and was seen as non-MASTER {not_master} times; master epoch {epoch}"
+    );
+    println!("{report}");
+    assert!(
+        attempts <= MOST_ATTEMPTS && turned_away <= MOST_ATTEMPTS && refusals == 0,
+        "{report}"
+    );
+}
+
+#[test]
+fn a_peer_that_fails_the_handshake_is_retried_with_growing_backoff() {
+    // Default reconnect settings (reconnect_max_ms = 2000): attempts start 100 ms apart and
+    // double, so in 3 s each node's dialer tries about five times (100+200+400+800+1600).
+    let (pa, pb) = (support::free_port(), support::free_port());
+    let rt = runtime();
+    let node = |role: &str, listen: u16, peer: u16, secret: &str| {
+        let r = ReplicationConfig {
+            listen: format!("127.0.0.1:{listen}"),
+            peer: Some(format!("127.0.0.1:{peer}")),
+            secret: Some(secret.into()),
+            ..ReplicationConfig::default()
+        };
+        rt.block_on(Node::start(&config(role, r)))
+            .expect("node starts")
+    };
+    let a = node("master", pa, pb, "one secret");
+    let b = node("slave", pb, pa, "another secret");
+    let started = Instant::now();
+    let (aa, ba) = (a.caches[0].addr, b.caches[0].addr);
+    while started.elapsed() < Duration::from_secs(3) {
+        for addr in [aa, ba] {
+            assert_ne!(
+                stat(addr, "repl_link"),
+                "streaming",
+                "paired with a wrong secret"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = [
+        number(aa, "repl_links_refused"),
+        number(ba, "repl_links_refused"),
+    ];
+    rt.block_on(async {
+        a.shutdown(Duration::from_secs(2)).await;
+        b.shutdown(Duration::from_secs(2)).await;
+    });
+    println!("handshakes refused in 3 s: {refused:?}");
+    // Each node refuses its peer's attempts and its own fail too: about ten each.
+    assert!(refused[0] > 0 && refused[1] > 0, "{refused:?}");
+    assert!(
+        refused[0] <= 20 && refused[1] <= 20,
+        "a peer with the wrong secret was retried without backing off: {refused:?} refusals in 3 s"
+    );
+}
+
 /// splitmix64: small, seedable, good enough to drive a test.
 struct Rng(u64);
 
@@ -553,7 +617,7 @@ fn reply_ok(op: Op, reply: &str) -> bool {
 
 #[test]
 fn random_writes_under_random_link_kills_converge() {
-    const ROUNDS: usize = 14;
+    const ROUNDS: usize = 20;
     const KEYS: u64 = 64;
     let seed: u64 = match std::env::var("REPL_SEED") {
         Ok(s) => s.trim().parse().expect("REPL_SEED must be a number"),

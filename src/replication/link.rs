@@ -186,8 +186,20 @@ async fn handshake(
     Ok(theirs)
 }
 
+/// How a link attempt ended, for the dialer's backoff and takeover decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both nodes admitted it; it ran until it failed.
+    Established,
+    /// The handshake failed (wrong secret, other protocol, not a peer): as good as
+    /// unreachable.
+    HandshakeFailed,
+    /// A node did not take the link (already paired, crossing links, held down).
+    NotTaken,
+}
+
 /// Runs a connected peer link to its end.
-pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: String) {
+pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: String) -> Outcome {
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -205,17 +217,26 @@ pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: S
                 role = r.engine.role,
                 "replication: refused peer {peer_addr}: {e}"
             );
-            return;
+            // A refusal on identity (secret, protocol) is final; a connection that merely
+            // dropped mid-handshake (crossing links at start) is worth another try.
+            let transport = ["closed", "reset", "Broken pipe", "refused: links crossed"]
+                .iter()
+                .any(|t| e.contains(t));
+            return if transport {
+                Outcome::NotTaken
+            } else {
+                Outcome::HandshakeFailed
+            };
         }
         Err(_) => {
             tracing::warn!(
                 role = r.engine.role,
                 "replication: handshake with {peer_addr} timed out"
             );
-            return;
+            return Outcome::NotTaken;
         }
     };
-    let admitted = match r.admit(&theirs, dialed, &peer_addr) {
+    let admitted = match r.admit(&theirs, dialed) {
         Ok(a) => a,
         Err(reason) => {
             Counters::add(&r.shared.counters.links_refused, 1);
@@ -224,7 +245,7 @@ pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: S
                 "replication: refused peer {peer_addr}: {reason}"
             );
             let _ = wr.write_all(&refuse_frame(&reason)).await;
-            return;
+            return Outcome::NotTaken;
         }
     };
     let resume = Resume {
@@ -246,7 +267,12 @@ pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: S
         Err(e) => e.to_string(),
         Ok(()) => {
             let (resume_tx, resume_rx) = oneshot::channel();
-            let reader = read_loop(&r, &mut rd, buf, &theirs, admitted.is_master, resume_tx);
+            let me = LinkSide {
+                id: admitted.id,
+                is_master: admitted.is_master,
+                peer_addr: &peer_addr,
+            };
+            let reader = read_loop(&r, &mut rd, buf, &theirs, &me, resume_tx);
             let writer = write_loop(&r, &mut wr, resume_rx);
             tokio::select! {
                 e = reader => e,
@@ -255,7 +281,18 @@ pub async fn run(r: Arc<Replicator>, sock: TcpStream, dialed: bool, peer_addr: S
             }
         }
     };
-    r.link_ended(admitted.id, &reason);
+    if r.link_ended(admitted.id, &reason) {
+        Outcome::Established
+    } else {
+        Outcome::NotTaken
+    }
+}
+
+/// This side's view of an admitted link, for committing it when the peer's resume arrives.
+struct LinkSide<'a> {
+    id: u64,
+    is_master: bool,
+    peer_addr: &'a str,
 }
 
 /// Applies everything the peer sends until the link fails.
@@ -264,7 +301,7 @@ async fn read_loop(
     rd: &mut OwnedReadHalf,
     mut buf: Vec<u8>,
     theirs: &Hello,
-    i_am_master: bool,
+    me: &LinkSide<'_>,
     resume_tx: oneshot::Sender<Resume>,
 ) -> String {
     let mut resume_tx = Some(resume_tx);
@@ -284,7 +321,7 @@ async fn read_loop(
                 break;
             };
             let outcome = match kind {
-                Kind::Resume => on_resume(body, i_am_master, &mut resume_tx),
+                Kind::Resume => on_resume(r, body, theirs, me, &mut resume_tx),
                 Kind::CopyBegin => copy.begin(r, body),
                 Kind::CopyChunk => copy.chunk(r, body),
                 Kind::CopyEnd => copy.end(r, body, theirs.stream_id).map(|offset| {
@@ -325,9 +362,13 @@ async fn read_loop(
     }
 }
 
+/// The peer admitted the link and says where to resume: commit the link (roles change
+/// now), then let the writer start sending.
 fn on_resume(
+    r: &Replicator,
     body: &[u8],
-    i_am_master: bool,
+    theirs: &Hello,
+    me: &LinkSide<'_>,
     tx: &mut Option<oneshot::Sender<Resume>>,
 ) -> Result<(), String> {
     let mut rd = Reader::new(body);
@@ -337,21 +378,22 @@ fn on_resume(
     } else {
         None
     };
-    if is_master == i_am_master {
-        // Only possible when two links crossed and the nodes decided on different ones;
-        // dropping the link makes both retry from a clean state.
+    if is_master == me.is_master {
+        // Both nodes rank each other from the same hellos, so this means a state changed
+        // between hello and admission; dropping the link makes both retry cleanly.
         return Err(format!(
             "both nodes settled as {}; retrying",
             if is_master { "master" } else { "slave" }
         ));
     }
-    match tx.take() {
-        Some(tx) => {
-            let _ = tx.send(Resume { is_master, have });
-            Ok(())
-        }
-        None => Err("peer sent a second resume".into()),
+    let Some(tx) = tx.take() else {
+        return Err("peer sent a second resume".into());
+    };
+    if !r.commit(me.id, theirs, me.is_master, me.peer_addr) {
+        return Err("replaced by a crossing link".into());
     }
+    let _ = tx.send(Resume { is_master, have });
+    Ok(())
 }
 
 fn on_stream(

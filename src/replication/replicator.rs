@@ -34,6 +34,8 @@ struct ActiveLink {
     peer_node: u32,
     /// Which node dialed it; when links cross, both nodes keep the one the lower id dialed.
     dialer: u32,
+    /// Both nodes admitted it and roles were applied.
+    committed: bool,
     cancel: CancellationToken,
     reason: Arc<Mutex<String>>,
 }
@@ -61,6 +63,8 @@ pub struct Replicator {
     slot: Mutex<Option<ActiveLink>>,
     next_link: AtomicU64,
     wake_dialer: Notify,
+    /// An operator lifted a hold: retry now rather than after the backoff.
+    revived: Notify,
     /// The peer's change stream this node holds, as (stream id, offset), once a copy of it
     /// completed; kept across link losses so a short break resumes instead of recopying.
     peer_stream: Mutex<Option<(u64, u64)>>,
@@ -89,6 +93,7 @@ impl Replicator {
             slot: Mutex::new(None),
             next_link: AtomicU64::new(1),
             wake_dialer: Notify::new(),
+            revived: Notify::new(),
             peer_stream: Mutex::new(None),
             copy_in_done: AtomicBool::new(false),
             copy_out_done: AtomicBool::new(false),
@@ -153,8 +158,11 @@ impl Replicator {
         }
     }
 
-    /// Decides whether a handshaken link may become the peer link, and who is master.
-    pub fn admit(&self, peer: &Hello, dialed: bool, peer_addr: &str) -> Result<Admitted, String> {
+    /// Reserves the single peer slot for a handshaken link and decides who will be master.
+    /// Nothing else changes yet: the link is committed only once the peer has admitted it
+    /// too (its `Resume` arrives), so a link the peer refuses, or a crossing link dropped on
+    /// the way, never moves roles or stops serving.
+    pub fn admit(&self, peer: &Hello, dialed: bool) -> Result<Admitted, String> {
         if self.held() {
             return Err("the link is held down by an operator".into());
         }
@@ -173,7 +181,9 @@ impl Replicator {
                     current.peer_node
                 ));
             }
-            if dialer >= current.dialer {
+            // Two links to the same peer: an established one always stays; between two
+            // being set up, both nodes keep the one the lower node id dialed.
+            if current.committed || dialer >= current.dialer {
                 return Err(format!(
                     "links crossed; keeping the one node {:08x} dialed",
                     current.dialer
@@ -182,10 +192,43 @@ impl Replicator {
             *lock(&current.reason) = "replaced by a crossing link".into();
             current.cancel.cancel();
         }
+        let is_master = {
+            let mut st = self.shared.status();
+            let my_rank = (st.role == NodeRole::Master, st.epoch, Reverse(me));
+            let peer_rank = (peer.is_master, peer.epoch, Reverse(peer.node_id));
+            if st.peer_node.is_none() {
+                st.link = LinkPhase::Handshake;
+            }
+            my_rank > peer_rank
+        };
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.cancel.child_token();
+        let reason = Arc::new(Mutex::new(String::from("link cancelled")));
+        *slot = Some(ActiveLink {
+            id,
+            peer_node: peer.node_id,
+            dialer,
+            committed: false,
+            cancel: cancel.clone(),
+            reason: reason.clone(),
+        });
+        Ok(Admitted {
+            id,
+            is_master,
+            cancel,
+            reason,
+        })
+    }
+
+    /// Both nodes admitted the link: apply the role decision. False if the link was
+    /// replaced in the meantime.
+    pub fn commit(&self, id: u64, peer: &Hello, is_master: bool, peer_addr: &str) -> bool {
+        let mut slot = lock(&self.slot);
+        let Some(link) = slot.as_mut().filter(|l| l.id == id) else {
+            return false;
+        };
+        link.committed = true;
         let mut st = self.shared.status();
-        let my_rank = (st.role == NodeRole::Master, st.epoch, Reverse(me));
-        let peer_rank = (peer.is_master, peer.epoch, Reverse(peer.node_id));
-        let is_master = my_rank > peer_rank;
         if is_master {
             if st.role != NodeRole::Master {
                 st.role = NodeRole::Master;
@@ -208,7 +251,14 @@ impl Replicator {
             self.shared.set_serving(false);
         }
         st.link = LinkPhase::Copying;
-        st.peer = Some(peer_addr.to_string());
+        // The configured peer address is what an operator recognises; a dialing peer's
+        // socket address has a temporary port.
+        st.peer = Some(
+            self.settings
+                .peer
+                .clone()
+                .unwrap_or_else(|| peer_addr.to_string()),
+        );
         st.peer_node = Some(peer.node_id);
         st.last_heard_ms = Some(now_ms());
         st.copy_in = None;
@@ -221,22 +271,7 @@ impl Replicator {
         st.event(text);
         self.copy_in_done.store(false, Ordering::Relaxed);
         self.copy_out_done.store(false, Ordering::Relaxed);
-        let id = self.next_link.fetch_add(1, Ordering::Relaxed);
-        let cancel = self.cancel.child_token();
-        let reason = Arc::new(Mutex::new(String::from("link cancelled")));
-        *slot = Some(ActiveLink {
-            id,
-            peer_node: peer.node_id,
-            dialer,
-            cancel: cancel.clone(),
-            reason: reason.clone(),
-        });
-        Ok(Admitted {
-            id,
-            is_master,
-            cancel,
-            reason,
-        })
+        true
     }
 
     /// What this node holds of a peer stream, if it is the stream the peer still has.
@@ -309,37 +344,54 @@ impl Replicator {
         }
     }
 
-    /// Called when a link ends for any reason.
-    pub fn link_ended(&self, id: u64, reason: &str) {
+    /// Called when a link ends for any reason. Returns whether it had been committed.
+    pub fn link_ended(&self, id: u64, reason: &str) -> bool {
+        // The slot stays locked throughout, so a link admitted meanwhile cannot have its
+        // state overwritten by this one's end.
         let mut slot = lock(&self.slot);
-        if slot.as_ref().is_none_or(|l| l.id != id) {
-            return; // a replaced link; the one that replaced it owns the slot
-        }
+        let Some(link) = slot.as_ref().filter(|l| l.id == id) else {
+            return false; // a replaced link; the one that replaced it owns the slot
+        };
+        let committed = link.committed;
         *slot = None;
-        drop(slot);
+        let held = {
+            let mut st = self.shared.status();
+            let held = st.held_until_ms.is_some();
+            if st.peer_node.is_none() || committed {
+                st.link = if held {
+                    LinkPhase::HeldDown
+                } else {
+                    LinkPhase::Listening
+                };
+            }
+            if committed {
+                st.event(format!("link down: {reason}"));
+                st.peer_node = None;
+            }
+            held
+        };
+        if !committed {
+            tracing::info!(
+                role = self.engine.role,
+                "replication: the peer did not take the link ({reason})"
+            );
+            self.wake_dialer.notify_one();
+            return false;
+        }
         super::shared::Counters::add(&self.shared.counters.link_losses, 1);
         tracing::warn!(role = self.engine.role, "replication: link down ({reason})");
-        let was_slave = {
-            let mut st = self.shared.status();
-            st.event(format!("link down: {reason}"));
-            st.peer_node = None;
-            st.link = if st.held_until_ms.is_some() {
-                LinkPhase::HeldDown
-            } else {
-                LinkPhase::Listening
-            };
-            st.role == NodeRole::Slave
-        };
-        if was_slave {
+        if self.shared.status().role == NodeRole::Slave {
             self.promote("lost the master");
-        } else if !self.cancel.is_cancelled() {
+        } else if !self.cancel.is_cancelled() && !held {
             tracing::info!(
                 role = self.engine.role,
                 "replication: listen ({})",
                 self.listen
             );
         }
+        drop(slot);
         self.wake_dialer.notify_one();
+        true
     }
 
     /// Takes over as master (failover, or a slave that cannot reach its master).
@@ -506,6 +558,7 @@ impl Replicator {
             "replication: link revived by an operator"
         );
         self.wake_dialer.notify_one();
+        self.revived.notify_one();
         "peer link may reconnect".into()
     }
 
@@ -536,7 +589,7 @@ impl Replicator {
         let first = Duration::from_millis(100);
         let mut backoff = first;
         let mut announced = false;
-        let mut first_attempt = true;
+        let started = tokio::time::Instant::now();
         loop {
             // Wait while a link is up or an operator holds it down.
             while lock(&self.slot).is_some() || self.held() {
@@ -553,6 +606,12 @@ impl Replicator {
                 );
                 announced = true;
             }
+            {
+                let mut st = self.shared.status();
+                if st.peer_node.is_none() && st.link == LinkPhase::Listening {
+                    st.link = LinkPhase::Connecting;
+                }
+            }
             let attempt = tokio::time::timeout(
                 self.settings.heartbeat_timeout,
                 TcpStream::connect(peer.as_str()),
@@ -561,11 +620,20 @@ impl Replicator {
                 r = attempt => r,
                 _ = self.cancel.cancelled() => return,
             };
+            let mut unreachable = true;
             match outcome {
                 Ok(Ok(sock)) => {
-                    backoff = first;
-                    announced = false;
-                    link::run(self.clone(), sock, true, peer.clone()).await;
+                    unreachable = false;
+                    // Only a link that was established resets the backoff: a peer that
+                    // accepts TCP but refuses the link is retried ever more slowly.
+                    match link::run(self.clone(), sock, true, peer.clone()).await {
+                        link::Outcome::Established => {
+                            backoff = first;
+                            announced = false;
+                        }
+                        link::Outcome::HandshakeFailed => unreachable = true,
+                        link::Outcome::NotTaken => {}
+                    }
                 }
                 Ok(Err(e)) => tracing::debug!(
                     role = self.engine.role,
@@ -576,19 +644,32 @@ impl Replicator {
                     "replication: connecting to {peer} timed out"
                 ),
             }
-            if first_attempt {
-                first_attempt = false;
-                // repcached's rule: a node that cannot reach its peer at start listens.
-                if lock(&self.slot).is_none() && self.shared.status().role == NodeRole::Slave {
-                    self.promote("the master is unreachable");
-                }
+            // repcached's rule: a slave that cannot reach its master listens (takes over).
+            // A peer that answers but has not taken the link is given one heartbeat timeout
+            // first, since crossing connections at start are refused before one pairs.
+            let waited = started.elapsed() >= self.settings.heartbeat_timeout;
+            if (unreachable || waited)
+                && lock(&self.slot).is_none()
+                && self.shared.status().role == NodeRole::Slave
+            {
+                self.promote(if unreachable {
+                    "the master is unreachable"
+                } else {
+                    "the master did not take the link"
+                });
             }
             // Jitter keeps two nodes that lost each other at the same moment from retrying
             // in lockstep.
             let jitter = Duration::from_millis(auth::random_u64() % 100);
+            {
+                let mut st = self.shared.status();
+                if st.peer_node.is_none() && st.link == LinkPhase::Connecting {
+                    st.link = LinkPhase::Listening;
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff + jitter) => {}
-                _ = self.wake_dialer.notified() => {}
+                _ = self.revived.notified() => backoff = first,
                 _ = self.cancel.cancelled() => return,
             }
             backoff = (backoff * 2).min(self.settings.reconnect_max);
