@@ -6,8 +6,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use opsconsole::config::ReplicationConfig;
@@ -18,36 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(20);
 const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
 
 use support::cluster::{config, repl, runtime};
-
-/// A persistent text-protocol connection that reads replies line by line.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
+use support::conn::Conn;
 
 impl Conn {
-    fn connect(addr: SocketAddr) -> Conn {
-        let writer = TcpStream::connect(addr).expect("connect");
-        writer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        writer.set_nodelay(true).expect("nodelay");
-        let reader = BufReader::new(writer.try_clone().expect("clone"));
-        Conn { reader, writer }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    /// One reply line without its CRLF.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read");
-        assert!(n > 0, "the server closed the connection");
-        assert!(line.ends_with("\r\n"), "unterminated reply line {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
     /// `get key`: the item's flags and value, `None` on a miss; panics on anything else.
     fn get(&mut self, key: &str) -> Option<(u32, String)> {
         self.send(format!("get {key}\r\n").as_bytes());

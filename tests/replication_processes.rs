@@ -5,9 +5,11 @@
 
 mod support;
 
+use support::conn::Conn;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -194,35 +196,7 @@ impl Drop for Scratch {
     }
 }
 
-/// A persistent text-protocol connection that reads replies line by line.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
 impl Conn {
-    fn connect(addr: SocketAddr) -> Conn {
-        let writer = TcpStream::connect(addr).expect("connect");
-        writer.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        writer.set_nodelay(true).expect("nodelay");
-        let reader = BufReader::new(writer.try_clone().expect("clone"));
-        Conn { reader, writer }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    /// One reply line without its CRLF.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read");
-        assert!(n > 0, "the server closed the connection");
-        assert!(line.ends_with("\r\n"), "unterminated reply line {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
     /// Sends one request and returns its one-line reply.
     fn call(&mut self, request: &str) -> String {
         self.send(request.as_bytes());
