@@ -181,16 +181,13 @@ impl Replicator {
                     current.peer_node
                 ));
             }
-            // Two links to the same peer: an established one always stays; between two
-            // being set up, both nodes keep the one the lower node id dialed.
-            if current.committed || dialer >= current.dialer {
-                return Err(format!(
-                    "links crossed; keeping the one node {:08x} dialed",
-                    current.dialer
-                ));
-            }
-            *lock(&current.reason) = "replaced by a crossing link".into();
-            current.cancel.cancel();
+            // Two links to the same peer (both nodes dialed at once): the one already being
+            // set up stays. Replacing it could strand a peer that has already committed to
+            // it; refusing both sometimes is harmless, the jittered retries pair them.
+            return Err(format!(
+                "links crossed; keeping the one node {:08x} dialed",
+                current.dialer
+            ));
         }
         let is_master = {
             let mut st = self.shared.status();
