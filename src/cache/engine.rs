@@ -120,11 +120,6 @@ impl Engine {
 
     /// An item's size as memcached counts it against `-I` (header, key, flags, value, CAS).
     pub fn item_total_size(&self, nkey: usize, flags: u32, value_len: usize) -> usize {
-        48 + nkey
-            + 1
-            + if flags == 0 { 0 } else { 4 }
-            + value_len
-            + 2
-            + if self.config.disable_cas { 0 } else { 8 }
+        super::protocol::item_total_size(nkey, flags, value_len + 2, !self.config.disable_cas)
     }
 }

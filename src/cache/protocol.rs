@@ -360,7 +360,7 @@ fn after_tokens(line: &[u8], n: usize) -> &[u8] {
 }
 
 /// memcached's item header size for a key and value, as `item_size_ok` computes it.
-fn item_total_size(nkey: usize, flags: u32, vlen_with_crlf: usize, cas: bool) -> usize {
+pub fn item_total_size(nkey: usize, flags: u32, vlen_with_crlf: usize, cas: bool) -> usize {
     const ITEM_HEADER: usize = 48;
     let suffix = if flags == 0 { 0 } else { 4 };
     ITEM_HEADER + nkey + 1 + suffix + vlen_with_crlf + if cas { 8 } else { 0 }

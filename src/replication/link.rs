@@ -106,6 +106,14 @@ fn refuse_frame(reason: &str) -> Vec<u8> {
     })
 }
 
+/// The peer's reason from a `Refuse` frame body, as an error text.
+fn refusal(body: &[u8]) -> String {
+    let reason = Reader::new(body)
+        .short_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    format!("peer refused: {}", reason.unwrap_or_default())
+}
+
 /// Reads until one whole frame is buffered and returns its kind and body.
 async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> Result<(Kind, Vec<u8>), String> {
     loop {
@@ -113,10 +121,7 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> Result<(Kind, 
             let body = body.to_vec();
             buf.drain(..used);
             if kind == Kind::Refuse {
-                let reason = Reader::new(&body)
-                    .short_bytes()
-                    .map(|b| String::from_utf8_lossy(b).into_owned());
-                return Err(format!("peer refused: {}", reason.unwrap_or_default()));
+                return Err(refusal(&body));
             }
             return Ok((kind, body));
         }
@@ -340,12 +345,7 @@ async fn read_loop(
                     .u64()
                     .map_err(text)
                     .map(|epoch| r.take_over(epoch)),
-                Kind::Refuse => {
-                    let reason = Reader::new(body)
-                        .short_bytes()
-                        .map(|b| String::from_utf8_lossy(b).into_owned());
-                    Err(format!("peer refused: {}", reason.unwrap_or_default()))
-                }
+                Kind::Refuse => Err(refusal(body)),
                 other => Err(format!("unexpected {other:?} frame")),
             };
             buf.drain(..used);
