@@ -192,7 +192,7 @@ fn replication_snapshot(shared: &Shared, handle: &CacheHandle) -> ReplicationSna
             .map(|r| r.listen.to_string())
             .unwrap_or_default(),
         serving: shared.serving(),
-        lag_bytes: stream_end.saturating_sub(st.peer_applied),
+        lag_bytes: stream_end.saturating_sub(shared.peer_acked()),
         backlog_bytes,
         heartbeat_age_ms: st.last_heard_ms.map(|t| now_ms().saturating_sub(t)),
         items_sent: Counters::get(&c.items_sent),

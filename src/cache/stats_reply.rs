@@ -153,7 +153,7 @@ fn replication(engine: &Engine, now: u32, s: &mut String, detailed: bool) {
     stat(
         s,
         "repl_lag_bytes",
-        stream_end.saturating_sub(st.peer_applied),
+        stream_end.saturating_sub(r.peer_acked()),
     );
     stat(s, "repl_backlog_bytes", backlog_len);
     for (name, counter) in [

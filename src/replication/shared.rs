@@ -82,8 +82,6 @@ pub struct Status {
     pub peer_node: Option<u32>,
     /// Unix milliseconds of the last frame from the peer.
     pub last_heard_ms: Option<u64>,
-    /// How far the peer has applied this node's change stream.
-    pub peer_applied: u64,
     /// Unix milliseconds until which the operator holds the link down.
     pub held_until_ms: Option<u64>,
     /// The copy this node receives (as a slave) and the one it sends.
@@ -151,8 +149,8 @@ pub struct Shared {
     serving: AtomicBool,
     pub status: Mutex<Status>,
     pub counters: Counters,
-    /// How far the peer has applied this node's stream (mirrors `status.peer_applied` for
-    /// lock-free waits), and a wake-up for writers waiting on it in `sync` mode.
+    /// How far the peer has applied this node's stream, and a wake-up for writers waiting
+    /// on it in `sync` mode.
     peer_acked: AtomicU64,
     pub acked: Notify,
     /// Set for `ack = "sync"`: how long a write waits for the peer.
@@ -188,7 +186,6 @@ impl Shared {
                 peer: None,
                 peer_node: None,
                 last_heard_ms: None,
-                peer_applied: 0,
                 held_until_ms: None,
                 copy_in: None,
                 copy_out: None,
@@ -208,7 +205,6 @@ impl Shared {
     /// Records the peer's acknowledgement of this node's stream up to `offset`.
     pub fn set_peer_acked(&self, offset: u64) {
         self.peer_acked.fetch_max(offset, Ordering::AcqRel);
-        self.status().peer_applied = offset;
         self.acked.notify_waiters();
     }
 
