@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
 
 use support::cluster::{config, repl, runtime};
-use support::conn::Conn;
+use support::conn::{Conn, number, stat, stats};
 
 impl Conn {
     /// `get key`: the item's flags and value, `None` on a miss; panics on anything else.
@@ -42,40 +41,6 @@ impl Conn {
         assert_eq!(self.line(), "END");
         Some((flags, String::from_utf8(data).expect("utf8 value")))
     }
-}
-
-/// `stats` (or `stats replication` when `detailed`) as a map.
-fn stats(addr: SocketAddr, detailed: bool) -> HashMap<String, String> {
-    let mut c = Conn::connect(addr);
-    c.send(if detailed {
-        b"stats replication\r\n"
-    } else {
-        b"stats\r\n"
-    });
-    let mut out = HashMap::new();
-    loop {
-        let line = c.line();
-        if line == "END" {
-            return out;
-        }
-        let mut parts = line.splitn(3, ' ');
-        assert_eq!(parts.next(), Some("STAT"), "unexpected stats line {line:?}");
-        let name = parts.next().expect("name").to_string();
-        out.insert(name, parts.next().unwrap_or("").to_string());
-    }
-}
-
-fn stat(addr: SocketAddr, name: &str) -> String {
-    let detailed = name.starts_with("repl_") && !matches!(name, "repl_link" | "repl_serving");
-    stats(addr, detailed)
-        .remove(name)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
-
-fn number(addr: SocketAddr, name: &str) -> u64 {
-    let v = stat(addr, name);
-    v.parse()
-        .unwrap_or_else(|_| panic!("stat {name} is not a number: {v}"))
 }
 
 /// Polls `cond` every 10 ms until it holds; on timeout panics with `why()` appended.

@@ -15,6 +15,7 @@ use opsconsole::node::Node;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 use support::cluster::{config, repl, runtime};
+use support::conn::stat;
 
 /// Sends a request and reads until the reply ends with `end`.
 fn call(addr: SocketAddr, request: &str, end: &str) -> String {
@@ -33,15 +34,6 @@ fn call(addr: SocketAddr, request: &str, end: &str) -> String {
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn stat(addr: SocketAddr, name: &str) -> String {
-    let reply = call(addr, "stats replication\r\n", "END\r\n");
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no {name} in {reply}"))
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

@@ -5,9 +5,8 @@
 
 mod support;
 
-use support::conn::Conn;
+use support::conn::{Conn, number, stat, stats};
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -238,42 +237,7 @@ impl Conn {
     }
 }
 
-/// `stats` (or `stats replication` when `detailed`, which also walks every item for the
-/// digest) as a map.
-fn stats(addr: SocketAddr, detailed: bool) -> HashMap<String, String> {
-    let mut c = Conn::connect(addr);
-    c.send(if detailed {
-        b"stats replication\r\n"
-    } else {
-        b"stats\r\n"
-    });
-    let mut out = HashMap::new();
-    loop {
-        let line = c.line();
-        if line == "END" {
-            return out;
-        }
-        let mut parts = line.splitn(3, ' ');
-        assert_eq!(parts.next(), Some("STAT"), "unexpected stats line {line:?}");
-        let name = parts.next().expect("name").to_string();
-        out.insert(name, parts.next().unwrap_or("").to_string());
-    }
-}
-
 /// One stat, from plain `stats` when it is there (cheap), else from `stats replication`.
-fn stat(addr: SocketAddr, name: &str) -> String {
-    stats(addr, false)
-        .remove(name)
-        .or_else(|| stats(addr, true).remove(name))
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
-
-fn number(addr: SocketAddr, name: &str) -> u64 {
-    let v = stat(addr, name);
-    v.parse()
-        .unwrap_or_else(|_| panic!("stat {name} is not a number: {v}"))
-}
-
 fn streaming(p: &Proc) -> bool {
     let s = stats(p.addr(), false);
     s["repl_link"] == "streaming" && s["repl_serving"] == "yes"
