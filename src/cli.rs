@@ -13,6 +13,9 @@ pub enum Role {
     Master,
     /// A memcached-compatible cache node, replication slave.
     Slave,
+    /// Everything on loopback from configs/demo.toml: a replicating cache pair, a gentle
+    /// traffic generator, and the console.
+    Demo,
 }
 
 impl Role {
@@ -20,6 +23,7 @@ impl Role {
         match self {
             Role::Master => "master",
             Role::Slave => "slave",
+            Role::Demo => "demo",
         }
     }
 }
@@ -31,7 +35,7 @@ impl Role {
     about = "A replicated memcached-compatible cache node, L4 and L7 balancer, with a live console",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10"
+    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -59,6 +63,18 @@ pub struct RunArgs {
     /// Run the engines as a daemon without the console; logs go to stderr and the log file.
     #[arg(long)]
     pub headless: bool,
+
+    /// Console colour theme: dark, light, mono, or a path to a theme file.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub theme: Option<String>,
+
+    /// Console without action keys: it only watches.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Console refreshes per second (default 4).
+    #[arg(long, value_name = "HZ")]
+    pub refresh_hz: Option<f64>,
 
     /// Directory for the rolling log file (overrides [log] dir).
     #[arg(long, value_name = "DIR")]

@@ -21,7 +21,66 @@ pub struct Config {
     /// A cache node in the slave role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slave: Option<CacheConfig>,
+    pub console: ConsoleConfig,
+    /// The demo's traffic generator (present in `configs/demo.toml`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<DemoConfig>,
 }
+
+/// The terminal console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Screen refreshes (and snapshots taken) per second.
+    pub refresh_hz: f64,
+    /// A theme name from `themes/` (`dark`, `light`, `mono`) or a path to a theme file.
+    pub theme: String,
+    /// Disable every action key; the console only watches.
+    pub read_only: bool,
+    /// How long `K` holds a remote peer's link down (a peer in this process is stopped
+    /// instead, until `R`).
+    pub kill_hold_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            refresh_hz: 4.0,
+            theme: "dark".into(),
+            read_only: false,
+            kill_hold_secs: 300,
+        }
+    }
+}
+
+/// The demo's gentle traffic generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Requests per second, spread over the cache nodes (one in four is a set).
+    pub requests_per_sec: u32,
+    /// How many distinct keys it cycles through.
+    pub keys: u32,
+    /// Bytes per value it writes.
+    pub value_size: usize,
+    /// Items written to the first cache node at start, so a marugoto copy has something to
+    /// carry (pair it with `copy_bytes_per_sec` to watch the gauge move).
+    pub preload_keys: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            requests_per_sec: 20,
+            keys: 500,
+            value_size: 100,
+            preload_keys: 0,
+        }
+    }
+}
+
+/// `configs/demo.toml`, built in so `--role demo` runs from any directory.
+pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
 
 /// Where and how logs are written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +188,9 @@ pub struct ReplicationConfig {
     pub ack: String,
     /// In `sync` mode, the longest a write waits for the peer's acknowledgement.
     pub sync_timeout_ms: u64,
+    /// Most bytes per second a marugoto copy sends (e.g. "20m"), so a resync cannot
+    /// saturate the link; "0" = as fast as the network allows.
+    pub copy_bytes_per_sec: String,
 }
 
 impl Default for ReplicationConfig {
@@ -147,6 +209,7 @@ impl Default for ReplicationConfig {
             node_id: 0,
             ack: "async".into(),
             sync_timeout_ms: 1000,
+            copy_bytes_per_sec: "0".into(),
         }
     }
 }
@@ -270,22 +333,43 @@ impl Config {
     }
 
     /// Loads the file (if any), applies the command line and validates the result.
+    /// `--role demo` without `--config` reads `configs/demo.toml`, or the built-in copy of it
+    /// when run from elsewhere.
     pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
-        let (mut config, source) = match &args.config {
+        let demo = args.role.contains(&Role::Demo);
+        if demo && args.role.len() > 1 {
+            return Err(ConfigError {
+                file: None,
+                position: None,
+                message:
+                    "--role demo runs every role itself; it cannot be combined with other roles"
+                        .into(),
+            });
+        }
+        let path = args.config.clone().or_else(|| {
+            let local = PathBuf::from("configs/demo.toml");
+            (demo && local.is_file()).then_some(local)
+        });
+        let (mut config, source, path) = match path {
             Some(path) => {
-                let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                let source = std::fs::read_to_string(&path).map_err(|e| ConfigError {
                     file: Some(path.clone()),
                     position: None,
                     message: format!("cannot read the config file: {e}"),
                 })?;
-                (Config::from_toml(&source, path)?, Some(source))
+                (Config::from_toml(&source, &path)?, Some(source), Some(path))
             }
-            None => (Config::default(), None),
+            None if demo => {
+                let path = PathBuf::from("configs/demo.toml (built in)");
+                let config = Config::from_toml(DEMO_TOML, &path)?;
+                (config, Some(DEMO_TOML.to_string()), Some(path))
+            }
+            None => (Config::default(), None, None),
         };
         config.apply_cli(args)?;
         config.validate().map_err(|mut e| {
             if let (Some(path), Some(source), Some((section, key))) =
-                (&args.config, &source, e.locate.take())
+                (&path, &source, e.locate.take())
             {
                 e.error.file = Some(path.clone());
                 e.error.position = locate(source, &section, &key);
@@ -307,10 +391,11 @@ impl Config {
         out
     }
 
-    fn section_mut(&mut self, role: Role) -> &mut Option<CacheConfig> {
+    fn section_mut(&mut self, role: Role) -> Option<&mut Option<CacheConfig>> {
         match role {
-            Role::Master => &mut self.master,
-            Role::Slave => &mut self.slave,
+            Role::Master => Some(&mut self.master),
+            Role::Slave => Some(&mut self.slave),
+            Role::Demo => None,
         }
     }
 
@@ -322,15 +407,27 @@ impl Config {
             position: None,
             message,
         };
-        if !args.role.is_empty() {
+        // `--role demo` keeps every section of the demo config.
+        if !args.role.is_empty() && !args.role.contains(&Role::Demo) {
             for role in [Role::Master, Role::Slave] {
-                let section = self.section_mut(role);
+                let Some(section) = self.section_mut(role) else {
+                    continue;
+                };
                 if args.role.contains(&role) {
                     section.get_or_insert_with(CacheConfig::default);
                 } else {
                     *section = None;
                 }
             }
+        }
+        if let Some(theme) = &args.theme {
+            self.console.theme = theme.clone();
+        }
+        if args.read_only {
+            self.console.read_only = true;
+        }
+        if let Some(hz) = args.refresh_hz {
+            self.console.refresh_hz = hz;
         }
         if let Some(dir) = &args.log_dir {
             self.log.dir = dir.clone();
@@ -367,7 +464,7 @@ impl Config {
             parse_size(size).map_err(|e| cli_error(format!("-I/--max-item-size: {e}")))?;
         }
         for role in roles {
-            let Some(c) = self.section_mut(role).as_mut() else {
+            let Some(c) = self.section_mut(role).and_then(|s| s.as_mut()) else {
                 continue;
             };
             if let Some(p) = args.port {
@@ -434,13 +531,59 @@ impl Config {
                 ),
             ));
         }
+        if !(self.console.refresh_hz > 0.0 && self.console.refresh_hz <= 60.0) {
+            return Err(bad(
+                "console",
+                "refresh_hz",
+                format!(
+                    "refresh_hz {} in [console] must be more than 0 and at most 60",
+                    self.console.refresh_hz
+                ),
+            ));
+        }
+        if let Some(d) = &self.demo {
+            if d.requests_per_sec > 100_000 {
+                return Err(bad(
+                    "demo",
+                    "requests_per_sec",
+                    format!(
+                        "requests_per_sec {} in [demo] is more than 100000 (it is a gentle generator; use `opsconsole bench cache` for load)",
+                        d.requests_per_sec
+                    ),
+                ));
+            }
+            if d.keys == 0 {
+                return Err(bad(
+                    "demo",
+                    "keys",
+                    "keys 0 in [demo] leaves nothing to write".into(),
+                ));
+            }
+            if d.preload_keys > 10_000_000 {
+                return Err(bad(
+                    "demo",
+                    "preload_keys",
+                    format!(
+                        "preload_keys {} in [demo] is more than 10000000",
+                        d.preload_keys
+                    ),
+                ));
+            }
+            if d.value_size > 1 << 20 {
+                return Err(bad(
+                    "demo",
+                    "value_size",
+                    format!("value_size {} in [demo] is more than 1 MiB", d.value_size),
+                ));
+            }
+        }
         let caches = self.caches();
         if caches.is_empty() {
             return Err(ValidationError {
                 error: ConfigError {
                     file: None,
                     position: None,
-                    message: "no role to run: pass --role master|slave or add a [master] or [slave] section".into(),
+                    message: "no role to run: pass --role master|slave|demo or add a [master] or [slave] section".into(),
                 },
                 locate: None,
             });
@@ -608,6 +751,23 @@ fn validate_replication(role: &str, r: &ReplicationConfig) -> Result<(), (&'stat
         return Err((
             "sync_timeout_ms",
             format!("sync_timeout_ms 0 in {section} would fail every write"),
+        ));
+    }
+    let rate = parse_size(&r.copy_bytes_per_sec).map_err(|e| {
+        (
+            "copy_bytes_per_sec",
+            format!("copy_bytes_per_sec in {section}: {e}"),
+        )
+    })?;
+    // The copy goes out in chunks of up to 256 KiB and sends no heartbeat between them, so
+    // a chunk must leave well within the peer's heartbeat timeout.
+    if rate != 0 && rate.saturating_mul(r.heartbeat_timeout_ms) < (1 << 20) * 1000 {
+        return Err((
+            "copy_bytes_per_sec",
+            format!(
+                "copy_bytes_per_sec '{}' in {section} is too slow: the peer would time out (heartbeat_timeout_ms {}) between chunks; allow at least 1 MiB per heartbeat timeout",
+                r.copy_bytes_per_sec, r.heartbeat_timeout_ms
+            ),
         ));
     }
     if r.backlog_mb == 0 {

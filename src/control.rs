@@ -12,7 +12,22 @@ pub struct Snapshot {
     pub version: String,
     pub pid: u32,
     pub uptime_secs: u64,
+    /// Unix milliseconds when the snapshot was taken (rates are deltas over this).
+    pub at_ms: u64,
     pub caches: Vec<CacheSnapshot>,
+    /// The demo's traffic generator, when it runs.
+    pub traffic: Option<TrafficSnapshot>,
+}
+
+/// The demo's traffic generator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrafficSnapshot {
+    pub paused: bool,
+    /// Requests per second it aims for.
+    pub rate_per_sec: u32,
+    pub requests: u64,
+    /// Requests that failed (a node down, a refused connection).
+    pub errors: u64,
 }
 
 /// One cache engine's counters and gauges (memcached's stat names).
@@ -20,6 +35,10 @@ pub struct Snapshot {
 pub struct CacheSnapshot {
     pub role: String,
     pub listen: String,
+    /// The engine is not running (the demo stopped it).
+    pub stopped: bool,
+    /// The cache role in this same process it replicates with (the demo's pair), if any.
+    pub local_peer: Option<String>,
     pub curr_items: u64,
     pub total_items: u64,
     pub bytes: u64,
@@ -90,6 +109,8 @@ pub enum Command {
     /// Planned switchover, sent to the master: it hands the master role to its slave without
     /// losing a write (writes pause until the slave has them all).
     Switchover { role: String },
+    /// Pause or resume the demo's traffic generator.
+    PauseTraffic { paused: bool },
 }
 
 /// The reply to a command.

@@ -18,6 +18,8 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod logging;
 pub mod node;
 pub mod replication;
+pub mod tui;

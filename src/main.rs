@@ -1,14 +1,18 @@
 //! The `opsconsole` binary: parse the command line, load the config, start logging and the
-//! engines, then run until a signal asks us to stop.
+//! engines, then show them in the console (or run headless) until the operator quits or a
+//! signal asks us to stop.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use opsconsole::cli::{BenchTarget, Cli, Tool};
 use opsconsole::config::Config;
 use opsconsole::control::Control;
+use opsconsole::logging::{LogRing, Sink};
 use opsconsole::node::{Node, status_line};
+use opsconsole::tui::{self, theme::Theme};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,8 +40,27 @@ fn main() -> ExitCode {
         eprintln!("opsconsole: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    // Until the console exists every run is headless: logs go to stderr and the file.
-    let _log_guard = match opsconsole::logging::init(&config.log, true) {
+    // The console needs a terminal; without one (a service manager, a pipe) the node runs
+    // headless rather than failing.
+    let console = !cli.run.headless && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let face = if console {
+        match Theme::load(&config.console.theme) {
+            Ok(theme) => Face::Console(Box::new(tui::Options {
+                refresh: Duration::from_secs_f64(1.0 / config.console.refresh_hz),
+                theme,
+                read_only: config.console.read_only,
+                kill_hold: Duration::from_secs(config.console.kill_hold_secs),
+            })),
+            Err(e) => {
+                eprintln!("opsconsole: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Face::Headless
+    };
+    let sink = if console { Sink::Ring } else { Sink::Stderr };
+    let (_log_guard, ring) = match opsconsole::logging::init(&config.log, sink) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("opsconsole: {e}");
@@ -56,53 +79,77 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, face, ring))
 }
 
-async fn run(config: Config) -> ExitCode {
+/// What shows the node to the operator.
+enum Face {
+    Headless,
+    Console(Box<tui::Options>),
+}
+
+/// Reports a fatal error where the operator will see it: the log (which is stderr when
+/// headless) and, when the console was to own the terminal, stderr as well.
+fn fatal(face: &Face, message: String) -> ExitCode {
+    tracing::error!("{message}");
+    if matches!(face, Face::Console(_)) {
+        eprintln!("opsconsole: {message}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(config: Config, face: Face, ring: Option<LogRing>) -> ExitCode {
     // Handlers go in before anything listens, so a signal sent as soon as the port is open is
     // a graceful stop rather than the default kill.
     let signals = match Signals::install() {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(&face, format!("cannot install signal handlers: {e}")),
     };
     let node = match Node::start(&config).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Ok(n) => Arc::new(n),
+        Err(e) => return fatal(&face, e.to_string()),
     };
     tracing::info!(
         "opsconsole {} started (pid {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    let status_every = config.node.status_interval_secs;
-    let signal = signals.recv();
-    tokio::pin!(signal);
-    let mut ticker = tokio::time::interval(Duration::from_secs(status_every.max(1)));
-    ticker.tick().await;
-    let which = loop {
-        tokio::select! {
-            s = &mut signal => break s,
-            _ = ticker.tick(), if status_every > 0 => tracing::info!("{}", status_line(&node.snapshot())),
+    let why = match face {
+        Face::Console(options) => {
+            match tui::run(node.clone(), *options, ring, signals.recv()).await {
+                Ok(why) => why,
+                Err(e) => {
+                    eprintln!("opsconsole: the console failed: {e}");
+                    tracing::error!("the console failed: {e}");
+                    "console error"
+                }
+            }
         }
+        Face::Headless => headless(&node, &config, signals).await,
     };
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
-    tracing::info!(
-        "{which} received: shutting down (grace {}s)",
-        grace.as_secs()
-    );
+    tracing::info!("{why}: shutting down (grace {}s)", grace.as_secs());
     if node.shutdown(grace).await {
         tracing::info!("shutdown complete");
     } else {
         tracing::warn!("grace period over with connections still open; exiting anyway");
     }
     ExitCode::SUCCESS
+}
+
+/// Runs until a signal, logging a status line now and then.
+async fn headless(node: &Node, config: &Config, signals: Signals) -> &'static str {
+    let status_every = config.node.status_interval_secs;
+    let signal = signals.recv();
+    tokio::pin!(signal);
+    let mut ticker = tokio::time::interval(Duration::from_secs(status_every.max(1)));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            s = &mut signal => break s,
+            _ = ticker.tick(), if status_every > 0 => tracing::info!("{}", status_line(&node.snapshot())),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, both meaning "shut down gracefully".

@@ -1,10 +1,11 @@
-//! The node: starts the configured engines in this process, owns their shutdown, and is the
-//! local implementation of `Control`.
+//! The node: starts the configured engines in this process, owns their shutdown (of the
+//! whole node, or of one cache when the demo stops it), and is the local implementation of
+//! `Control`.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -15,23 +16,149 @@ use crate::cache::Engine;
 use crate::cache::engine::unix_now;
 use crate::cache::exec::run_text;
 use crate::cache::stats::Counter;
-use crate::config::{Config, ReplicationConfig};
+use crate::config::{CacheConfig, Config, ReplicationConfig};
 use crate::control::{
     CacheSnapshot, Command, CommandReply, Control, ReplicationSnapshot, Snapshot,
 };
+use crate::demo::Traffic;
 use crate::replication::replicator::{Replicator, Settings};
 use crate::replication::shared::{Counters, Shared, now_ms};
 
-/// A running cache engine and where it listens.
-pub struct CacheHandle {
-    pub engine: Arc<Engine>,
+/// How long a stopped cache's connections get to close before it may start again.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// One configured cache engine. Its addresses stay fixed for the node's life, so a cache
+/// stopped and started again (the demo's kill and revive) comes back where clients and its
+/// peer expect it.
+pub struct CacheSlot {
+    /// The config section it runs from (`master`, `slave`): its identity in commands.
+    pub name: &'static str,
     pub addr: SocketAddr,
+    pub repl_addr: Option<SocketAddr>,
+    /// The section's settings with the bound ports filled in.
+    config: CacheConfig,
+    /// Replication settings, the secret already read.
+    repl_settings: Option<Settings>,
+    running: Mutex<Option<Running>>,
+    /// The tasks of a stop still closing, which a restart waits for.
+    stopping: Mutex<Option<TaskTracker>>,
+}
+
+/// A started cache engine and the tasks serving it.
+#[derive(Clone)]
+pub struct Running {
+    pub engine: Arc<Engine>,
     pub replicator: Option<Arc<Replicator>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CacheSlot {
+    /// The engine while it runs.
+    pub fn running(&self) -> Option<Running> {
+        lock(&self.running).clone()
+    }
+
+    pub fn engine(&self) -> Option<Arc<Engine>> {
+        self.running().map(|r| r.engine)
+    }
+
+    /// Binds both listeners at the slot's fixed addresses.
+    async fn bind(&self) -> io::Result<(TcpListener, Option<TcpListener>)> {
+        let cache = crate::cache::server::bind(self.name, &self.addr.to_string()).await?;
+        let repl = match self.repl_addr {
+            Some(a) => Some(bind_replication(self.name, &a.to_string()).await?),
+            None => None,
+        };
+        Ok((cache, repl))
+    }
+
+    /// Starts a fresh engine (empty store) on bound listeners.
+    fn launch(&self, cache: TcpListener, repl: Option<TcpListener>, root: &CancellationToken) {
+        let engine = Arc::new(Engine::new(self.name, self.config.clone()));
+        let cancel = root.child_token();
+        let tracker = TaskTracker::new();
+        let replicator = match (repl, engine.repl.clone(), &self.repl_settings) {
+            (Some(listener), Some(shared), Some(settings)) => {
+                let listen = self.repl_addr.unwrap_or(self.addr);
+                let rep = Replicator::new(
+                    engine.clone(),
+                    shared,
+                    settings.clone(),
+                    listen,
+                    cancel.child_token(),
+                );
+                rep.start(listener, &tracker);
+                Some(rep)
+            }
+            _ => None,
+        };
+        tracker.spawn(crate::cache::server::serve(
+            engine.clone(),
+            cache,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        *lock(&self.running) = Some(Running {
+            engine,
+            replicator,
+            cancel,
+            tracker,
+        });
+    }
+
+    /// Stops the engine entirely: listeners and connections close, its data is gone, as if
+    /// its process had died. False if it was not running.
+    fn stop(&self) -> bool {
+        let Some(running) = lock(&self.running).take() else {
+            return false;
+        };
+        running.cancel.cancel();
+        running.tracker.close();
+        *lock(&self.stopping) = Some(running.tracker);
+        true
+    }
+
+    /// Waits (bounded) for the last stop's connections to close.
+    async fn stopped(&self) {
+        let tracker = lock(&self.stopping).take();
+        if let Some(t) = tracker {
+            let _ = tokio::time::timeout(STOP_WAIT, t.wait()).await;
+        }
+    }
+
+    fn snapshot(&self) -> CacheSnapshot {
+        match self.running() {
+            Some(r) => cache_snapshot(self, &r),
+            None => CacheSnapshot {
+                role: self.name.to_string(),
+                listen: self.addr.to_string(),
+                stopped: true,
+                limit_maxbytes: self.config.memory_limit_bytes(),
+                ..CacheSnapshot::default()
+            },
+        }
+    }
+
+    /// True when `peer` (a `host:port` from a config) is this slot's replication address.
+    fn is_replication_peer(&self, peer: &str) -> bool {
+        match (self.repl_addr, peer.parse::<SocketAddr>()) {
+            (Some(mine), Ok(p)) => mine == p,
+            _ => false,
+        }
+    }
 }
 
 pub struct Node {
-    pub caches: Vec<CacheHandle>,
+    pub caches: Vec<Arc<CacheSlot>>,
+    /// The demo's traffic generator, when the config has a `[demo]` section.
+    pub traffic: Option<Arc<Traffic>>,
     cancel: CancellationToken,
+    /// Tasks that are the node's rather than one cache's (traffic, restarts).
     tracker: TaskTracker,
     started: Instant,
 }
@@ -44,50 +171,66 @@ impl Node {
         let tracker = TaskTracker::new();
         let mut bound = Vec::new();
         for (role, cache) in config.caches() {
-            let engine = Arc::new(Engine::new(role.name(), cache.clone()));
-            let listener = crate::cache::server::bind(&engine).await?;
+            let name = role.name();
+            let addr = format!("{}:{}", cache.listen, cache.port);
+            let listener = crate::cache::server::bind(name, &addr).await?;
             let addr = listener.local_addr()?;
-            let repl = match &cache.replication {
-                Some(r) => Some(bind_replication(&engine, r).await?),
+            let mut resolved = cache.clone();
+            resolved.port = addr.port();
+            let repl_settings = match &cache.replication {
+                Some(r) => Some(replication_settings(r)?),
                 None => None,
             };
-            tracing::info!(
-                role = engine.role,
-                "cache {} listening on {addr}",
-                engine.role
-            );
-            bound.push((engine, listener, addr, repl));
+            let repl = match &cache.replication {
+                Some(r) => {
+                    let l = bind_replication(name, &r.listen).await?;
+                    let a = l.local_addr()?;
+                    if let Some(rr) = resolved.replication.as_mut() {
+                        rr.listen = a.to_string();
+                    }
+                    tracing::info!(role = name, "replication listening on {a}");
+                    Some((l, a))
+                }
+                None => None,
+            };
+            tracing::info!(role = name, "cache {name} listening on {addr}");
+            let slot = CacheSlot {
+                name,
+                addr,
+                repl_addr: repl.as_ref().map(|(_, a)| *a),
+                config: resolved,
+                repl_settings,
+                running: Mutex::new(None),
+                stopping: Mutex::new(None),
+            };
+            bound.push((slot, listener, repl.map(|(l, _)| l)));
         }
         let mut caches = Vec::new();
-        for (engine, listener, addr, repl) in bound {
-            let replicator = match (repl, engine.repl.clone()) {
-                (Some((settings, repl_listener, listen)), Some(shared)) => {
-                    let r = Replicator::new(
-                        engine.clone(),
-                        shared,
-                        settings,
-                        listen,
-                        cancel.child_token(),
-                    );
-                    r.start(repl_listener, &tracker);
-                    Some(r)
-                }
-                _ => None,
-            };
-            tracker.spawn(crate::cache::server::serve(
-                engine.clone(),
-                listener,
-                cancel.clone(),
-                tracker.clone(),
-            ));
-            caches.push(CacheHandle {
-                engine,
-                addr,
-                replicator,
-            });
+        for (slot, listener, repl) in bound {
+            slot.launch(listener, repl, &cancel);
+            caches.push(Arc::new(slot));
         }
+        if let (Some(d), Some(first)) = (&config.demo, caches.first())
+            && d.preload_keys > 0
+            && let Some(engine) = first.engine()
+        {
+            crate::demo::preload(&engine, d);
+            tracing::info!(
+                role = first.name,
+                "demo: preloaded {} items into {}",
+                d.preload_keys,
+                first.name
+            );
+        }
+        let traffic = config.demo.as_ref().map(|d| {
+            let targets = caches.iter().map(|s| s.addr).collect();
+            let t = Arc::new(Traffic::new(d.clone(), targets));
+            tracker.spawn(t.clone().run(cancel.child_token()));
+            t
+        });
         Ok(Node {
             caches,
+            traffic,
             cancel,
             tracker,
             started: Instant::now(),
@@ -99,60 +242,146 @@ impl Node {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.cancel.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        let trackers: Vec<TaskTracker> = self
+            .caches
+            .iter()
+            .flat_map(|s| {
+                let running = s.running().map(|r| r.tracker);
+                let stopping = lock(&s.stopping).clone();
+                running.into_iter().chain(stopping)
+            })
+            .collect();
+        for t in &trackers {
+            t.close();
+        }
+        tokio::time::timeout(grace, async {
+            self.tracker.wait().await;
+            for t in &trackers {
+                t.wait().await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
-    fn replicator(&self, role: &str) -> Result<&Arc<Replicator>, String> {
-        self.cache(role)?
+    fn slot(&self, role: &str) -> Result<&Arc<CacheSlot>, String> {
+        self.caches
+            .iter()
+            .find(|c| c.name == role)
+            .ok_or_else(|| format!("no cache role '{role}' runs on this node"))
+    }
+
+    fn replicator(&self, role: &str) -> Result<Arc<Replicator>, String> {
+        let slot = self.slot(role)?;
+        let running = slot
+            .running()
+            .ok_or_else(|| format!("the {role} cache is stopped"))?;
+        running
             .replicator
-            .as_ref()
             .ok_or_else(|| format!("the {role} cache does not replicate"))
     }
 
-    fn cache(&self, role: &str) -> Result<&CacheHandle, String> {
-        self.caches
-            .iter()
-            .find(|c| c.engine.role == role)
-            .ok_or_else(|| format!("no cache role '{role}' runs on this node"))
+    /// The cache in this process that `role`'s replication peers with (the demo's pair).
+    fn local_peer(&self, role: &str) -> Result<Option<&Arc<CacheSlot>>, String> {
+        let slot = self.slot(role)?;
+        let peer = slot
+            .config
+            .replication
+            .as_ref()
+            .and_then(|r| r.peer.as_deref());
+        Ok(peer.and_then(|p| {
+            self.caches
+                .iter()
+                .find(|c| c.name != role && c.is_replication_peer(p))
+        }))
+    }
+
+    /// Kill the peer: one that runs in this process is stopped entirely (its sockets close,
+    /// as when its process dies); a remote one is cut off by severing and holding the link.
+    fn kill_peer(&self, role: &str, hold_ms: u64) -> Result<String, String> {
+        if let Some(peer) = self.local_peer(role)? {
+            return if peer.stop() {
+                tracing::warn!(
+                    role = peer.name,
+                    "cache {} on {} stopped by an operator (its sockets are closed)",
+                    peer.name,
+                    peer.addr
+                );
+                Ok(format!(
+                    "stopped the peer node {} ({})",
+                    peer.name, peer.addr
+                ))
+            } else {
+                Err(format!("the peer node {} is already stopped", peer.name))
+            };
+        }
+        Ok(self.replicator(role)?.kill(Duration::from_millis(hold_ms)))
+    }
+
+    fn revive_peer(&self, role: &str) -> Result<String, String> {
+        if let Some(peer) = self.local_peer(role)? {
+            if peer.running().is_some() {
+                return Err(format!("the peer node {} is already running", peer.name));
+            }
+            let reply = format!("starting the peer node {} again", peer.name);
+            let peer = peer.clone();
+            let root = self.cancel.clone();
+            self.tracker.spawn(async move {
+                peer.stopped().await;
+                if peer.running().is_some() {
+                    return;
+                }
+                match peer.bind().await {
+                    Ok((cache, repl)) => {
+                        peer.launch(cache, repl, &root);
+                        tracing::info!(
+                            role = peer.name,
+                            "cache {} started again on {} with an empty store",
+                            peer.name,
+                            peer.addr
+                        );
+                    }
+                    Err(e) => tracing::error!(role = peer.name, "cannot restart: {e}"),
+                }
+            });
+            return Ok(reply);
+        }
+        Ok(self.replicator(role)?.revive())
     }
 }
 
-/// Binds a cache role's replication listener and resolves its settings.
-async fn bind_replication(
-    engine: &Engine,
-    r: &ReplicationConfig,
-) -> io::Result<(Settings, TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(&r.listen).await.map_err(|e| {
+/// Binds a cache role's replication listener.
+async fn bind_replication(section: &str, addr: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!(
-                "cannot listen on {} (the [{}.replication] listen setting): {e}",
-                r.listen, engine.role
-            ),
+            format!("cannot listen on {addr} (the [{section}.replication] listen setting): {e}"),
         )
-    })?;
-    let listen = listener.local_addr()?;
-    let secret = r.load_secret().map_err(io::Error::other)?;
-    let settings = Settings {
+    })
+}
+
+fn replication_settings(r: &ReplicationConfig) -> io::Result<Settings> {
+    Ok(Settings {
         peer: r.peer.clone(),
-        secret,
+        secret: r.load_secret().map_err(io::Error::other)?,
         heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms),
         heartbeat_timeout: Duration::from_millis(r.heartbeat_timeout_ms),
         reconnect_max: Duration::from_millis(r.reconnect_max_ms),
-    };
-    tracing::info!(role = engine.role, "replication listening on {listen}");
-    Ok((settings, listener, listen))
+        copy_rate: crate::cli::parse_size(&r.copy_bytes_per_sec)
+            .ok()
+            .filter(|&b| b > 0),
+    })
 }
 
-fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
-    let e = &handle.engine;
+fn cache_snapshot(slot: &CacheSlot, running: &Running) -> CacheSnapshot {
+    let e = &running.engine;
     let c = &e.counters;
     let st = e.store.stats();
     CacheSnapshot {
-        role: e.role.to_string(),
-        listen: handle.addr.to_string(),
+        role: slot.name.to_string(),
+        listen: slot.addr.to_string(),
+        stopped: false,
+        local_peer: None,
         curr_items: st.curr_items,
         total_items: st.total_items,
         bytes: st.bytes,
@@ -173,11 +402,14 @@ fn cache_snapshot(handle: &CacheHandle) -> CacheSnapshot {
         decr_hits: c.get(Counter::DecrHits),
         bytes_read: c.get(Counter::BytesRead),
         bytes_written: c.get(Counter::BytesWritten),
-        replication: e.repl.as_ref().map(|r| replication_snapshot(r, handle)),
+        replication: e
+            .repl
+            .as_ref()
+            .map(|r| replication_snapshot(r, running.replicator.as_deref())),
     }
 }
 
-fn replication_snapshot(shared: &Shared, handle: &CacheHandle) -> ReplicationSnapshot {
+fn replication_snapshot(shared: &Shared, replicator: Option<&Replicator>) -> ReplicationSnapshot {
     let st = shared.status().clone();
     let c = &shared.counters;
     let (backlog_bytes, stream_end) = {
@@ -186,11 +418,7 @@ fn replication_snapshot(shared: &Shared, handle: &CacheHandle) -> ReplicationSna
     };
     ReplicationSnapshot {
         node_id: format!("{:08x}", shared.node_id),
-        listen: handle
-            .replicator
-            .as_ref()
-            .map(|r| r.listen.to_string())
-            .unwrap_or_default(),
+        listen: replicator.map(|r| r.listen.to_string()).unwrap_or_default(),
         serving: shared.serving(),
         lag_bytes: stream_end.saturating_sub(shared.peer_acked()),
         backlog_bytes,
@@ -215,26 +443,34 @@ impl Control for Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
-            caches: self.caches.iter().map(cache_snapshot).collect(),
+            at_ms: now_ms(),
+            caches: self
+                .caches
+                .iter()
+                .map(|s| {
+                    let mut c = s.snapshot();
+                    c.local_peer = self
+                        .local_peer(s.name)
+                        .ok()
+                        .flatten()
+                        .map(|p| p.name.to_string());
+                    c
+                })
+                .collect(),
+            traffic: self.traffic.as_ref().map(|t| t.snapshot()),
         }
     }
 
     fn act(&self, command: Command) -> Result<CommandReply, String> {
-        match command {
-            Command::KillPeer { role, hold_ms } => {
-                let r = self.replicator(&role)?;
-                Ok(CommandReply {
-                    output: r.kill(Duration::from_millis(hold_ms)),
-                })
-            }
+        let output = match command {
+            Command::KillPeer { role, hold_ms } => self.kill_peer(&role, hold_ms)?,
+            Command::RevivePeer { role } => self.revive_peer(&role)?,
             Command::Switchover { role } => {
-                let r = self.replicator(&role)?.clone();
+                let r = self.replicator(&role)?;
                 // The handover takes up to a few seconds; it runs on its own and logs how it
                 // ended, so the caller (a key press, an API request) is not held up.
                 let limit = r.settings.heartbeat_timeout.max(Duration::from_secs(2));
-                let runtime = tokio::runtime::Handle::try_current()
-                    .map_err(|_| "switchover needs the node's runtime".to_string())?;
-                runtime.spawn(async move {
+                self.tracker.spawn(async move {
                     match r.switchover(limit).await {
                         Ok(msg) => tracing::info!(role = r.engine.role, "replication: {msg}"),
                         Err(msg) => tracing::error!(
@@ -243,22 +479,34 @@ impl Control for Node {
                         ),
                     }
                 });
-                Ok(CommandReply {
-                    output: "switchover started; the log says how it ends".into(),
-                })
-            }
-            Command::RevivePeer { role } => {
-                let r = self.replicator(&role)?;
-                Ok(CommandReply { output: r.revive() })
+                "switchover started; the log says how it ends".into()
             }
             Command::CacheRequest { role, request } => {
-                let handle = self.cache(&role)?;
-                let output = run_text(&handle.engine, unix_now(), request.as_bytes());
-                Ok(CommandReply {
-                    output: String::from_utf8_lossy(&output).into_owned(),
-                })
+                let engine = self
+                    .slot(&role)?
+                    .engine()
+                    .ok_or_else(|| format!("the {role} cache is stopped"))?;
+                let output = run_text(&engine, unix_now(), request.as_bytes());
+                String::from_utf8_lossy(&output).into_owned()
             }
-        }
+            Command::PauseTraffic { paused } => {
+                let t = self
+                    .traffic
+                    .as_ref()
+                    .ok_or("no traffic generator runs here (it is part of the demo)")?;
+                t.set_paused(paused);
+                tracing::info!(
+                    "demo traffic {} by an operator",
+                    if paused { "paused" } else { "resumed" }
+                );
+                if paused {
+                    "traffic paused".into()
+                } else {
+                    "traffic resumed".into()
+                }
+            }
+        };
+        Ok(CommandReply { output })
     }
 }
 
@@ -268,6 +516,9 @@ pub fn status_line(s: &Snapshot) -> String {
         .caches
         .iter()
         .map(|c| {
+            if c.stopped {
+                return format!("{} {} stopped", c.role, c.listen);
+            }
             let ratio = c
                 .hit_ratio()
                 .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0));

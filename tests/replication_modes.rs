@@ -260,10 +260,9 @@ fn a_second_slave_is_refused_with_a_reason() {
     let mut third_cfg = repl(support::free_port(), 0);
     third_cfg.peer = Some(
         pair.master.caches[0]
-            .replicator
-            .as_ref()
-            .map(|r| r.listen.to_string())
-            .expect("replicating"),
+            .repl_addr
+            .expect("replicating")
+            .to_string(),
     );
     let third = rt
         .block_on(Node::start(&config("slave", third_cfg)))

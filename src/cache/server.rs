@@ -27,17 +27,13 @@ const OUT_HIGH_WATER: usize = 1 << 20;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_BUDGET: usize = 10_000;
 
-/// Binds the cache listener. Separate from `serve` so callers learn the bound address (and a
-/// port conflict) before anything runs.
-pub async fn bind(engine: &Engine) -> io::Result<TcpListener> {
-    let addr = format!("{}:{}", engine.config.listen, engine.config.port);
-    TcpListener::bind(&addr).await.map_err(|e| {
+/// Binds a cache listener. Separate from `serve` so callers learn the bound address (and a
+/// port conflict) before anything runs; `section` names the config section in the error.
+pub async fn bind(section: &str, addr: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!(
-                "cannot listen on {addr} (the [{}] port/listen settings): {e}",
-                engine.role
-            ),
+            format!("cannot listen on {addr} (the [{section}] port/listen settings): {e}"),
         )
     })
 }

@@ -35,6 +35,8 @@ pub struct Hello {
     pub nonce: [u8; 16],
     pub auth: bool,
     pub dialer: bool,
+    /// The port this node serves cache clients on, so the peer's console can reach it.
+    pub cache_port: u16,
 }
 
 impl Hello {
@@ -48,6 +50,7 @@ impl Hello {
         out.extend_from_slice(&self.nonce);
         out.push(u8::from(self.auth));
         out.push(u8::from(self.dialer));
+        out.extend_from_slice(&self.cache_port.to_le_bytes());
         wire::finish_frame(out, at);
     }
 
@@ -68,6 +71,7 @@ impl Hello {
         nonce.copy_from_slice(r.bytes(16).map_err(text)?);
         let auth = r.u8().map_err(text)? != 0;
         let dialer = r.u8().map_err(text)? != 0;
+        let cache_port = r.u16().map_err(text)?;
         Ok(Hello {
             node_id,
             epoch,
@@ -76,6 +80,7 @@ impl Hello {
             nonce,
             auth,
             dialer,
+            cache_port,
         })
     }
 }
@@ -650,6 +655,7 @@ async fn send_full_copy(r: &Replicator, wr: &mut OwnedWriteHalf) -> Result<u64, 
         totals.curr_items
     );
     let mut body = Vec::with_capacity(CHUNK + 4096);
+    let mut pace = Pace::new(r.settings.copy_rate);
     let now = unix_now();
     let mut floor = crate::cache::version::Version::ZERO;
     for i in 0..store.shard_count() {
@@ -688,11 +694,11 @@ async fn send_full_copy(r: &Replicator, wr: &mut OwnedWriteHalf) -> Result<u64, 
                 p.items_done += items;
             }
             if body.len() >= CHUNK || cursor.is_none() {
-                send_chunk(r, wr, &mut body).await?;
+                send_chunk(r, wr, &mut body, &mut pace).await?;
             }
         }
     }
-    send_chunk(r, wr, &mut body).await?;
+    send_chunk(r, wr, &mut body, &mut pace).await?;
     let end = frame(Kind::CopyEnd, |out| {
         out.push(1);
         out.extend_from_slice(&start_offset.to_le_bytes());
@@ -702,14 +708,43 @@ async fn send_full_copy(r: &Replicator, wr: &mut OwnedWriteHalf) -> Result<u64, 
     Ok(start_offset)
 }
 
+/// Holds a full copy to its configured rate.
+struct Pace {
+    rate: Option<u64>,
+    started: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: Option<u64>) -> Pace {
+        Pace {
+            rate,
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 async fn send_chunk(
     r: &Replicator,
     wr: &mut OwnedWriteHalf,
     body: &mut Vec<u8>,
+    pace: &mut Pace,
 ) -> Result<(), String> {
     if body.is_empty() {
         return Ok(());
     }
+    pace.sent(body.len()).await;
     let chunk = frame(Kind::CopyChunk, |out| out.extend_from_slice(body));
     wr.write_all(&chunk).await.map_err(|e| e.to_string())?;
     Counters::add(&r.shared.counters.bytes_sent, body.len() as u64);

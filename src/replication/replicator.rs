@@ -26,6 +26,8 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub reconnect_max: Duration,
+    /// Bytes per second a full copy may send (`None` = unlimited).
+    pub copy_rate: Option<u64>,
 }
 
 /// The link currently holding the single peer slot.
@@ -71,6 +73,22 @@ pub struct Replicator {
     copy_in_done: AtomicBool,
     copy_out_done: AtomicBool,
     cancel: CancellationToken,
+}
+
+/// The peer's cache address: its host as this link sees it, with the port it announced.
+fn peer_cache_addr(peer_addr: &str, cache_port: u16) -> Option<String> {
+    if cache_port == 0 {
+        return None;
+    }
+    let host = match peer_addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().to_string(),
+        Err(_) => peer_addr.rsplit_once(':')?.0.to_string(),
+    };
+    Some(if host.contains(':') {
+        format!("[{host}]:{cache_port}")
+    } else {
+        format!("{host}:{cache_port}")
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +158,7 @@ impl Replicator {
             nonce: auth::random_bytes::<16>(),
             auth: self.settings.secret.is_some(),
             dialer: dialed,
+            cache_port: self.engine.config.port,
         }
     }
 
@@ -257,6 +276,7 @@ impl Replicator {
                 .unwrap_or_else(|| peer_addr.to_string()),
         );
         st.peer_node = Some(peer.node_id);
+        st.peer_cache = peer_cache_addr(peer_addr, peer.cache_port);
         st.last_heard_ms = Some(now_ms());
         st.copy_in = None;
         st.copy_out = None;

@@ -80,6 +80,8 @@ pub struct Status {
     /// The peer's address as configured or as it connected from.
     pub peer: Option<String>,
     pub peer_node: Option<u32>,
+    /// Where the peer serves cache clients (announced in its hello), for the key tester.
+    pub peer_cache: Option<String>,
     /// Unix milliseconds of the last frame from the peer.
     pub last_heard_ms: Option<u64>,
     /// Unix milliseconds until which the operator holds the link down.
@@ -185,6 +187,7 @@ impl Shared {
                 link: LinkPhase::Listening,
                 peer: None,
                 peer_node: None,
+                peer_cache: None,
                 last_heard_ms: None,
                 held_until_ms: None,
                 copy_in: None,

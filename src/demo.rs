@@ -1,0 +1,170 @@
+//! The demo's gentle traffic generator: a steady trickle of memcached sets and gets spread
+//! over the cache nodes through real TCP connections, so the console has something to show
+//! and a failover is visible as errors that stop once the survivor takes over.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Engine;
+use crate::cache::engine::unix_now;
+use crate::cache::exec::run_text;
+use crate::config::DemoConfig;
+use crate::control::TrafficSnapshot;
+
+/// A request that takes longer than this counts as an error and drops the connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// A node that failed is left alone this long before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest reply accepted; the generator's own values are far smaller.
+const MAX_REPLY: usize = 1 << 21;
+
+pub struct Traffic {
+    config: DemoConfig,
+    targets: Vec<SocketAddr>,
+    paused: AtomicBool,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Traffic {
+    pub fn new(config: DemoConfig, targets: Vec<SocketAddr>) -> Traffic {
+        Traffic {
+            config,
+            targets,
+            paused: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TrafficSnapshot {
+        TrafficSnapshot {
+            paused: self.paused.load(Ordering::Relaxed),
+            rate_per_sec: self.config.requests_per_sec,
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    pub async fn run(self: std::sync::Arc<Self>, cancel: CancellationToken) {
+        if self.config.requests_per_sec == 0 || self.targets.is_empty() {
+            return;
+        }
+        let period = Duration::from_secs_f64(1.0 / f64::from(self.config.requests_per_sec));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut conns: Vec<Option<TcpStream>> = self.targets.iter().map(|_| None).collect();
+        let mut resting_until: Vec<Option<Instant>> = vec![None; self.targets.len()];
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            if self.paused.load(Ordering::Relaxed) {
+                continue;
+            }
+            n += 1;
+            let i = (n % self.targets.len() as u64) as usize;
+            if resting_until[i].is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let key = rng % u64::from(self.config.keys);
+            let request = if n % 4 == 0 {
+                let value = format!("{n:0>width$}", width = self.config.value_size.max(1));
+                format!("set demo:{key} 0 0 {}\r\n{value}\r\n", value.len())
+            } else {
+                format!("get demo:{key}\r\n")
+            };
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut conns[i], self.targets[i], &request)) => r,
+                _ = cancel.cancelled() => return,
+            };
+            match outcome {
+                Ok(Ok(())) => resting_until[i] = None,
+                Ok(Err(_)) | Err(_) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    conns[i] = None;
+                    resting_until[i] = Some(Instant::now() + RETRY_AFTER);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `preload_keys` items into `engine` through the same executor clients use, so
+/// they are versioned and replicated like any other write.
+pub fn preload(engine: &Engine, config: &DemoConfig) {
+    const BATCH: u32 = 1000;
+    let value = "p".repeat(config.value_size.max(1));
+    let mut batch = String::new();
+    let mut i = 0;
+    while i < config.preload_keys {
+        batch.clear();
+        for n in i..(i + BATCH).min(config.preload_keys) {
+            batch.push_str(&format!(
+                "set demo:preload:{n} 0 0 {} noreply\r\n{value}\r\n",
+                value.len()
+            ));
+        }
+        run_text(engine, unix_now(), batch.as_bytes());
+        i += BATCH;
+    }
+}
+
+/// Sends one request on the node's connection (opening it if needed) and reads the whole
+/// reply. A server error reply counts as a failure.
+async fn exchange(conn: &mut Option<TcpStream>, addr: SocketAddr, request: &str) -> io::Result<()> {
+    if conn.is_none() {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        *conn = Some(s);
+    }
+    let Some(sock) = conn.as_mut() else {
+        return Err(io::ErrorKind::NotConnected.into());
+    };
+    sock.write_all(request.as_bytes()).await?;
+    let is_get = request.starts_with("get ");
+    let mut reply = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if reply.len() > MAX_REPLY {
+            return Err(io::Error::other("reply too long"));
+        }
+        if !reply.ends_with(b"\r\n") {
+            continue;
+        }
+        if reply.starts_with(b"SERVER_ERROR")
+            || reply.starts_with(b"CLIENT_ERROR")
+            || reply.starts_with(b"ERROR")
+        {
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&reply).into_owned(),
+            ));
+        }
+        if !is_get || reply.ends_with(b"END\r\n") {
+            return Ok(());
+        }
+    }
+}

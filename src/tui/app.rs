@@ -1,0 +1,858 @@
+//! The console's state and its one entry point, `App::update(Action)`. Everything the screen
+//! shows is here (snapshots, rates, view state); everything that happens arrives as an
+//! `Action`; anything that must reach an engine or the network leaves as an `Effect`. No
+//! terminal, no locks, no I/O, so every action is testable as plain data.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::control::{CacheSnapshot, Command, Snapshot};
+use crate::logging::{LogLevel, LogLine};
+use crate::replication::shared::NodeRole;
+
+use super::tester::{self, Interpretation, Said, Target, TargetChoice, Tester};
+use super::trend::CacheTrend;
+
+/// Log lines the console keeps.
+const LOG_LINES: usize = 5000;
+/// Lines a page key scrolls.
+const PAGE: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    Overview,
+    Replication,
+    Cache,
+    Tester,
+    Log,
+}
+
+impl View {
+    /// For narrow terminals.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            View::Overview => "Over",
+            View::Replication => "Repl",
+            View::Cache => "Cache",
+            View::Tester => "Keys",
+            View::Log => "Log",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Overview => "Overview",
+            View::Replication => "Replication",
+            View::Cache => "Cache",
+            View::Tester => "Key tester",
+            View::Log => "Log",
+        }
+    }
+}
+
+/// What a line being typed is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Tester,
+    Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Browse,
+    Typing(Field),
+    /// A destructive action waits for y/n.
+    Confirm(Pending),
+    Help,
+}
+
+/// An action that asked "are you sure?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub question: String,
+    pub command: Command,
+}
+
+/// The node tables' order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Name,
+    Ops,
+    Items,
+    Memory,
+}
+
+impl SortKey {
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Name => "name",
+            SortKey::Ops => "ops/s",
+            SortKey::Items => "items",
+            SortKey::Memory => "memory",
+        }
+    }
+
+    fn next(self) -> SortKey {
+        match self {
+            SortKey::Name => SortKey::Ops,
+            SortKey::Ops => SortKey::Items,
+            SortKey::Items => SortKey::Memory,
+            SortKey::Memory => SortKey::Name,
+        }
+    }
+}
+
+/// What a key in the table asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Quit,
+    Help,
+    NextView,
+    PrevView,
+    /// With the index of the key pressed (`1` is 0).
+    GoView,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Filter,
+    Sort,
+    Pause,
+    KillPeer,
+    RevivePeer,
+    Switchover,
+    Traffic,
+    FocusTester,
+    LogLevel,
+    Follow,
+    Escape,
+    Yes,
+    No,
+    Submit,
+    HistoryPrev,
+    HistoryNext,
+    CycleTarget,
+    ClearLine,
+    ClearTranscript,
+}
+
+/// Editing the line being typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    Char(char),
+    Backspace,
+    Delete,
+    Left,
+    Right,
+    Home,
+    End,
+}
+
+/// Everything that can happen to the console.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Key(Act, Option<usize>),
+    Edit(Edit),
+    /// An action key pressed in read-only mode (its label).
+    Denied(String),
+    /// A refresh: the engines' state and the log lines since the last one.
+    Refresh(Box<Snapshot>, Vec<LogLine>),
+    /// A command sent to the node finished.
+    CommandDone {
+        what: String,
+        result: Result<String, String>,
+    },
+    /// A key tester request finished.
+    TesterDone(TesterOutcome),
+}
+
+/// How a key tester request went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TesterOutcome {
+    Reply {
+        target: String,
+        reply: String,
+        micros: u64,
+    },
+    Failed {
+        target: String,
+        error: String,
+    },
+    /// The replication check: set here, polled on the peer.
+    Check {
+        peer: String,
+        replicated_micros: Option<u64>,
+        detail: String,
+    },
+}
+
+/// Work for the runner: engine commands and network requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Command {
+        what: String,
+        command: Command,
+    },
+    Request {
+        target: Target,
+        request: Vec<u8>,
+    },
+    Check {
+        here: Target,
+        peer: Target,
+        key: String,
+        value: String,
+    },
+}
+
+/// A short message in the footer about the last thing done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    pub text: String,
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub view: View,
+    pub mode: Mode,
+    pub snapshot: Snapshot,
+    pub trends: BTreeMap<String, CacheTrend>,
+    /// The selected cache node, by its role name (stable across sorting and restarts).
+    pub selected: Option<String>,
+    pub sort: SortKey,
+    pub filter: String,
+    pub filter_input: tester::LineInput,
+    pub paused: bool,
+    pub read_only: bool,
+    /// How long `K` holds a remote peer's link down.
+    pub kill_hold_ms: u64,
+    pub log: VecDeque<LogLine>,
+    pub log_next: u64,
+    /// Lines scrolled back from the newest (0 follows the tail).
+    pub log_scroll: usize,
+    pub log_level: LogLevel,
+    pub tester: Tester,
+    pub tester_scroll: usize,
+    pub flash: Option<Flash>,
+    pub quit: bool,
+    /// Counts replication checks, so each writes a value of its own.
+    checks: u64,
+}
+
+impl App {
+    pub fn new(read_only: bool, kill_hold_ms: u64) -> App {
+        App {
+            view: View::Overview,
+            mode: Mode::Browse,
+            snapshot: Snapshot::default(),
+            trends: BTreeMap::new(),
+            selected: None,
+            sort: SortKey::Name,
+            filter: String::new(),
+            filter_input: tester::LineInput::default(),
+            paused: false,
+            read_only,
+            kill_hold_ms,
+            log: VecDeque::new(),
+            log_next: 0,
+            log_scroll: 0,
+            log_level: LogLevel::Trace,
+            tester: Tester::default(),
+            tester_scroll: 0,
+            flash: None,
+            quit: false,
+            checks: 0,
+        }
+    }
+
+    /// The views this node has, in tab order: the layout follows the roles running.
+    pub fn views(&self) -> Vec<View> {
+        let mut v = vec![View::Overview];
+        if self.snapshot.caches.iter().any(|c| c.replication.is_some())
+            || self.snapshot.caches.is_empty()
+        {
+            v.push(View::Replication);
+        }
+        if !self.snapshot.caches.is_empty() {
+            v.push(View::Cache);
+            v.push(View::Tester);
+        }
+        v.push(View::Log);
+        v
+    }
+
+    /// The cache nodes the tables show: filtered, then sorted.
+    pub fn visible_caches(&self) -> Vec<&CacheSnapshot> {
+        let f = self.filter.to_lowercase();
+        let mut v: Vec<&CacheSnapshot> = self
+            .snapshot
+            .caches
+            .iter()
+            .filter(|c| f.is_empty() || cache_matches(c, &f))
+            .collect();
+        let rate = |c: &CacheSnapshot| self.trends.get(&c.role).map_or(0.0, |t| t.rates.ops);
+        match self.sort {
+            SortKey::Name => {}
+            SortKey::Ops => v.sort_by(|a, b| rate(b).total_cmp(&rate(a))),
+            SortKey::Items => v.sort_by_key(|c| std::cmp::Reverse(c.curr_items)),
+            SortKey::Memory => v.sort_by_key(|c| std::cmp::Reverse(c.bytes)),
+        }
+        v
+    }
+
+    pub fn selected_cache(&self) -> Option<&CacheSnapshot> {
+        let name = self.selected.as_ref()?;
+        self.snapshot.caches.iter().find(|c| &c.role == name)
+    }
+
+    /// The cache in this process that `c` replicates with, if it runs here (the demo).
+    pub fn local_peer_of(&self, c: &CacheSnapshot) -> Option<&CacheSnapshot> {
+        let peer = c.local_peer.as_deref()?;
+        self.snapshot.caches.iter().find(|o| o.role == peer)
+    }
+
+    /// Log lines passing the level and text filters, oldest first.
+    pub fn visible_log(&self) -> Vec<&LogLine> {
+        let f = self.filter.to_lowercase();
+        self.log
+            .iter()
+            .filter(|l| l.level <= self.log_level)
+            .filter(|l| f.is_empty() || l.text.to_lowercase().contains(&f))
+            .collect()
+    }
+
+    pub fn update(&mut self, action: Action) -> Option<Effect> {
+        match action {
+            Action::Refresh(snapshot, lines) => {
+                self.refresh(*snapshot, lines);
+                None
+            }
+            Action::Key(act, arg) => self.key(act, arg),
+            Action::Edit(e) => {
+                self.edit(e);
+                None
+            }
+            Action::Denied(key) => {
+                self.flash_error(format!("read-only console: {key} is disabled"));
+                None
+            }
+            Action::CommandDone { what, result } => {
+                match result {
+                    Ok(out) => self.flash_ok(format!("{what}: {out}")),
+                    Err(e) => self.flash_error(format!("{what} failed: {e}")),
+                }
+                None
+            }
+            Action::TesterDone(outcome) => {
+                self.tester_done(outcome);
+                None
+            }
+        }
+    }
+
+    fn refresh(&mut self, snapshot: Snapshot, lines: Vec<LogLine>) {
+        if let Some(last) = lines.last() {
+            self.log_next = last.seq + 1;
+        }
+        for line in lines {
+            if self.log.len() >= LOG_LINES {
+                self.log.pop_front();
+            }
+            if self.log_scroll > 0 {
+                // Stay on the lines being read while new ones arrive below.
+                self.log_scroll += 1;
+            }
+            self.log.push_back(line);
+        }
+        if self.paused {
+            return;
+        }
+        for c in &snapshot.caches {
+            self.trends
+                .entry(c.role.clone())
+                .or_default()
+                .observe(snapshot.at_ms, c);
+        }
+        self.trends
+            .retain(|name, _| snapshot.caches.iter().any(|c| &c.role == name));
+        self.snapshot = snapshot;
+        let still_there = self
+            .selected
+            .as_ref()
+            .is_some_and(|s| self.snapshot.caches.iter().any(|c| &c.role == s));
+        if !still_there {
+            self.selected = self.snapshot.caches.first().map(|c| c.role.clone());
+        }
+        if !self.views().contains(&self.view) {
+            self.view = View::Overview;
+        }
+    }
+
+    fn key(&mut self, act: Act, arg: Option<usize>) -> Option<Effect> {
+        match act {
+            Act::Quit => self.quit = true,
+            Act::Help => self.mode = Mode::Help,
+            Act::Escape => match self.mode {
+                Mode::Browse if !self.filter.is_empty() => {
+                    self.filter.clear();
+                    self.filter_input.clear();
+                }
+                _ => self.mode = Mode::Browse,
+            },
+            Act::NextView | Act::PrevView => {
+                let views = self.views();
+                let at = views.iter().position(|v| *v == self.view).unwrap_or(0);
+                let n = views.len();
+                let next = if act == Act::NextView {
+                    (at + 1) % n
+                } else {
+                    (at + n - 1) % n
+                };
+                self.view = views[next];
+            }
+            Act::GoView => {
+                if let Some(v) = arg.and_then(|i| self.views().get(i).copied()) {
+                    self.view = v;
+                }
+            }
+            Act::Up => self.move_by(-1),
+            Act::Down => self.move_by(1),
+            Act::PageUp => self.move_by(-(PAGE as isize)),
+            Act::PageDown => self.move_by(PAGE as isize),
+            Act::Filter => {
+                self.filter_input.clear();
+                for c in self.filter.chars() {
+                    self.filter_input.insert(c);
+                }
+                self.mode = Mode::Typing(Field::Filter);
+            }
+            Act::Sort => {
+                self.sort = self.sort.next();
+                self.flash_ok(format!("sorted by {}", self.sort.label()));
+            }
+            Act::Pause => {
+                self.paused = !self.paused;
+                self.flash_ok(
+                    if self.paused {
+                        "updates paused (p resumes)"
+                    } else {
+                        "updates resumed"
+                    }
+                    .into(),
+                );
+            }
+            Act::KillPeer => self.ask_kill(),
+            Act::Switchover => self.ask_switchover(),
+            Act::RevivePeer => {
+                let c = self.selected_cache()?;
+                if c.replication.is_none() && c.local_peer.is_none() {
+                    self.flash_error(format!("{} does not replicate: it has no peer", c.role));
+                    return None;
+                }
+                // With the stopped node itself selected, revive it through its partner.
+                let role = match (&c.local_peer, c.stopped) {
+                    (Some(p), true) => p.clone(),
+                    _ => c.role.clone(),
+                };
+                return Some(Effect::Command {
+                    what: format!("revive {role}'s peer"),
+                    command: Command::RevivePeer { role },
+                });
+            }
+            Act::Traffic => {
+                let Some(t) = &self.snapshot.traffic else {
+                    self.flash_error(
+                        "no traffic generator runs here (it is part of the demo)".into(),
+                    );
+                    return None;
+                };
+                let paused = !t.paused;
+                return Some(Effect::Command {
+                    what: if paused {
+                        "pause traffic"
+                    } else {
+                        "resume traffic"
+                    }
+                    .into(),
+                    command: Command::PauseTraffic { paused },
+                });
+            }
+            Act::FocusTester => {
+                if self.views().contains(&View::Tester) {
+                    self.view = View::Tester;
+                    self.mode = Mode::Typing(Field::Tester);
+                }
+            }
+            Act::LogLevel => {
+                self.log_level = match self.log_level {
+                    LogLevel::Trace => LogLevel::Info,
+                    LogLevel::Debug => LogLevel::Info,
+                    LogLevel::Info => LogLevel::Warn,
+                    LogLevel::Warn => LogLevel::Error,
+                    LogLevel::Error => LogLevel::Trace,
+                };
+                self.log_scroll = 0;
+            }
+            Act::Follow => self.log_scroll = 0,
+            Act::Yes => {
+                if let Mode::Confirm(p) = std::mem::replace(&mut self.mode, Mode::Browse) {
+                    return Some(Effect::Command {
+                        what: command_title(&p.command),
+                        command: p.command,
+                    });
+                }
+            }
+            Act::No => {
+                self.mode = Mode::Browse;
+                self.flash_ok("cancelled".into());
+            }
+            Act::Submit => return self.submit(),
+            Act::HistoryPrev => self.line().history_prev(),
+            Act::HistoryNext => self.line().history_next(),
+            Act::ClearLine => self.line().clear(),
+            Act::ClearTranscript => {
+                self.tester.transcript.clear();
+                self.tester_scroll = 0;
+            }
+            Act::CycleTarget => {
+                self.tester.target = match self.tester.target {
+                    TargetChoice::Here => TargetChoice::Peer,
+                    _ => TargetChoice::Here,
+                };
+                let t = self.target_label();
+                self.tester.say(Said::Info, format!("target: {t}"));
+            }
+        }
+        None
+    }
+
+    fn line(&mut self) -> &mut tester::LineInput {
+        match self.mode {
+            Mode::Typing(Field::Filter) => &mut self.filter_input,
+            _ => &mut self.tester.input,
+        }
+    }
+
+    fn edit(&mut self, e: Edit) {
+        let filtering = self.mode == Mode::Typing(Field::Filter);
+        let line = self.line();
+        match e {
+            Edit::Char(c) => line.insert(c),
+            Edit::Backspace => line.backspace(),
+            Edit::Delete => line.delete(),
+            Edit::Left => line.left(),
+            Edit::Right => line.right(),
+            Edit::Home => line.home(),
+            Edit::End => line.end(),
+        }
+        if filtering {
+            // The filter applies as it is typed.
+            self.filter = self.filter_input.text.clone();
+        }
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        match self.view {
+            View::Log => {
+                let max = self.visible_log().len().saturating_sub(1);
+                self.log_scroll = offset(self.log_scroll, -delta).min(max);
+            }
+            View::Tester => {
+                let max = self.tester.transcript.len().saturating_sub(1);
+                self.tester_scroll = offset(self.tester_scroll, -delta).min(max);
+            }
+            _ => {
+                let names: Vec<String> = self
+                    .visible_caches()
+                    .iter()
+                    .map(|c| c.role.clone())
+                    .collect();
+                if names.is_empty() {
+                    return;
+                }
+                let at = self
+                    .selected
+                    .as_ref()
+                    .and_then(|s| names.iter().position(|n| n == s))
+                    .unwrap_or(0);
+                let to = offset(at, delta).min(names.len() - 1);
+                self.selected = Some(names[to].clone());
+            }
+        }
+    }
+
+    fn ask_kill(&mut self) {
+        let Some(c) = self.selected_cache() else {
+            self.flash_error("no cache node is selected".into());
+            return;
+        };
+        if c.stopped {
+            self.flash_error(format!("{} is stopped; select the running node", c.role));
+            return;
+        }
+        let Some(r) = &c.replication else {
+            self.flash_error(format!("{} does not replicate: it has no peer", c.role));
+            return;
+        };
+        let me = format!("{} ({}, {})", c.role, c.listen, r.status.role.label());
+        let question = match self.local_peer_of(c) {
+            Some(p) if p.stopped => {
+                self.flash_error(format!(
+                    "the peer {} is already stopped (R starts it)",
+                    p.role
+                ));
+                return;
+            }
+            Some(p) => {
+                let peer_role = p.replication.as_ref().map(|r| r.status.role);
+                let outcome = match (peer_role, r.status.role) {
+                    (Some(NodeRole::Master), _) => format!("{} takes over as MASTER", c.role),
+                    _ => format!("{} stays MASTER and waits for a new slave", c.role),
+                };
+                format!(
+                    "Kill the peer of {me}?\nThe peer node {} ({}) stops entirely: its sockets close and its data is lost.\nThen {outcome}. R starts it again.",
+                    p.role, p.listen
+                )
+            }
+            None => format!(
+                "Kill the peer of {me}?\nThe link to {} is severed and held down for {} s (R lifts it); the slave side takes over as master.",
+                r.status.peer.as_deref().unwrap_or("the peer"),
+                self.kill_hold_ms / 1000
+            ),
+        };
+        let role = c.role.clone();
+        self.mode = Mode::Confirm(Pending {
+            question,
+            command: Command::KillPeer {
+                role,
+                hold_ms: self.kill_hold_ms,
+            },
+        });
+    }
+
+    fn ask_switchover(&mut self) {
+        let Some(c) = self.selected_cache() else {
+            return;
+        };
+        let Some(r) = &c.replication else {
+            self.flash_error(format!("{} does not replicate: it has no peer", c.role));
+            return;
+        };
+        if r.status.role != NodeRole::Master {
+            self.flash_error(format!(
+                "{} is a slave; select the master to switch over",
+                c.role
+            ));
+            return;
+        }
+        self.mode = Mode::Confirm(Pending {
+            question: format!(
+                "Switch over: {} ({}) hands the master role to its slave?\nWrites pause until the slave has every one of them.",
+                c.role, c.listen
+            ),
+            command: Command::Switchover {
+                role: c.role.clone(),
+            },
+        });
+    }
+
+    fn submit(&mut self) -> Option<Effect> {
+        if self.mode == Mode::Typing(Field::Filter) {
+            self.filter = self.filter_input.text.clone();
+            self.mode = Mode::Browse;
+            return None;
+        }
+        let line = self.tester.input.submit();
+        self.tester_scroll = 0;
+        let prompt = self.tester.prompt(&self.target_label());
+        match tester::interpret(&line, self.tester.pending.as_deref()) {
+            Interpretation::Nothing => None,
+            Interpretation::Help => {
+                self.tester.say(Said::Info, tester::HELP.into());
+                None
+            }
+            Interpretation::AwaitData(command) => {
+                self.tester.say(Said::Sent, format!("{prompt}{command}"));
+                self.tester.pending = Some(command);
+                None
+            }
+            Interpretation::SwitchTarget(choice) => {
+                self.tester.target = choice;
+                let t = self.target_label();
+                self.tester.say(Said::Info, format!("target: {t}"));
+                None
+            }
+            Interpretation::Send { request, shown } => {
+                if self.tester.pending.take().is_some() {
+                    self.tester.say(Said::Sent, format!("data> {line}"));
+                } else {
+                    self.tester.say(Said::Sent, format!("{prompt}{shown}"));
+                }
+                match self.resolve(&self.tester.target.clone()) {
+                    Ok(target) => {
+                        self.tester.in_flight += 1;
+                        Some(Effect::Request { target, request })
+                    }
+                    Err(e) => {
+                        self.tester.say(Said::Error, e);
+                        None
+                    }
+                }
+            }
+            Interpretation::ReplCheck { key } => {
+                self.tester.say(Said::Sent, format!("{prompt}check {key}"));
+                let here = self.resolve(&TargetChoice::Here);
+                let peer = self.resolve(&TargetChoice::Peer);
+                match (here, peer) {
+                    (Ok(here), Ok(peer)) => {
+                        self.checks += 1;
+                        let value = format!("check-{}-{}", self.snapshot.at_ms, self.checks);
+                        self.tester.in_flight += 1;
+                        Some(Effect::Check {
+                            here,
+                            peer,
+                            key,
+                            value,
+                        })
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.tester.say(Said::Error, e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a target choice points now.
+    pub fn resolve(&self, choice: &TargetChoice) -> Result<Target, String> {
+        let here = self
+            .selected_cache()
+            .ok_or("no cache node runs here; use @host:port")?;
+        match choice {
+            TargetChoice::Here => Ok(Target::Node(here.role.clone())),
+            TargetChoice::Node(n) => self
+                .snapshot
+                .caches
+                .iter()
+                .find(|c| &c.role == n)
+                .map(|c| Target::Node(c.role.clone()))
+                .ok_or_else(|| format!("no cache node '{n}' runs here")),
+            TargetChoice::Addr(a) => Ok(Target::Addr(a.clone())),
+            TargetChoice::Peer => {
+                if let Some(p) = self.local_peer_of(here) {
+                    return Ok(Target::Node(p.role.clone()));
+                }
+                let r = here
+                    .replication
+                    .as_ref()
+                    .ok_or_else(|| format!("{} does not replicate: it has no peer", here.role))?;
+                r.status
+                    .peer_cache
+                    .clone()
+                    .map(Target::Addr)
+                    .ok_or_else(|| {
+                        "the peer's cache address is not known until its link has been up once; use @host:port".to_string()
+                    })
+            }
+        }
+    }
+
+    /// The tester's target as the prompt shows it.
+    pub fn target_label(&self) -> String {
+        match (&self.tester.target, self.resolve(&self.tester.target)) {
+            (TargetChoice::Peer, Ok(t)) => format!("peer {}", t.label()),
+            (TargetChoice::Peer, Err(_)) => "peer ?".into(),
+            (_, Ok(t)) => t.label(),
+            (TargetChoice::Addr(a), Err(_)) => a.clone(),
+            (_, Err(_)) => "?".into(),
+        }
+    }
+
+    fn tester_done(&mut self, outcome: TesterOutcome) {
+        self.tester.in_flight = self.tester.in_flight.saturating_sub(1);
+        match outcome {
+            TesterOutcome::Reply {
+                target,
+                reply,
+                micros,
+            } => {
+                let body = reply.trim_end_matches("\r\n").replace("\r\n", "\n");
+                self.tester.say(Said::Reply, body);
+                self.tester.say(
+                    Said::Info,
+                    format!("  ← {target} in {}", format_micros(micros)),
+                );
+            }
+            TesterOutcome::Failed { target, error } => {
+                self.tester.say(Said::Error, format!("{target}: {error}"));
+            }
+            TesterOutcome::Check {
+                peer,
+                replicated_micros,
+                detail,
+            } => match replicated_micros {
+                Some(us) => self.tester.say(
+                    Said::Reply,
+                    format!(
+                        "replicated: the peer {peer} returned the new value after {}",
+                        format_micros(us)
+                    ),
+                ),
+                None => self
+                    .tester
+                    .say(Said::Error, format!("not replicated to {peer}: {detail}")),
+            },
+        }
+    }
+
+    fn flash_ok(&mut self, text: String) {
+        self.flash = Some(Flash { text, error: false });
+    }
+
+    fn flash_error(&mut self, text: String) {
+        self.flash = Some(Flash { text, error: true });
+    }
+}
+
+fn cache_matches(c: &CacheSnapshot, f: &str) -> bool {
+    let role = c
+        .replication
+        .as_ref()
+        .map(|r| r.status.role.label().to_lowercase())
+        .unwrap_or_default();
+    c.role.contains(f) || c.listen.contains(f) || role.contains(f)
+}
+
+fn offset(at: usize, delta: isize) -> usize {
+    if delta < 0 {
+        at.saturating_sub(delta.unsigned_abs())
+    } else {
+        at.saturating_add(delta as usize)
+    }
+}
+
+fn command_title(c: &Command) -> String {
+    match c {
+        Command::KillPeer { role, .. } => format!("kill {role}'s peer"),
+        Command::RevivePeer { role } => format!("revive {role}'s peer"),
+        Command::Switchover { role } => format!("switch over {role}"),
+        Command::CacheRequest { role, .. } => format!("request to {role}"),
+        Command::PauseTraffic { paused } => if *paused {
+            "pause traffic"
+        } else {
+            "resume traffic"
+        }
+        .into(),
+    }
+}
+
+pub fn format_micros(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+}

@@ -1,0 +1,151 @@
+//! Rates and short histories derived from successive snapshots: engines only count, the
+//! console turns counts into per-second rates and keeps a few minutes of them for
+//! sparklines.
+
+use std::collections::VecDeque;
+
+use crate::control::CacheSnapshot;
+
+/// One sample a second, five minutes of them.
+pub const HISTORY_SECS: usize = 300;
+/// Rates are taken over at least this much time, so a fast refresh does not make them jumpy.
+const MIN_SPAN_MS: u64 = 1000;
+
+/// Per-second rates of one cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CacheRates {
+    pub ops: f64,
+    pub gets: f64,
+    pub sets: f64,
+    pub touches: f64,
+    pub deletes: f64,
+    pub incr_decr: f64,
+    pub hits: f64,
+    pub misses: f64,
+    pub evictions: f64,
+    pub conns: f64,
+    pub bytes_in: f64,
+    pub bytes_out: f64,
+}
+
+/// Every operation a client asked for (memcached counts misses of incr/decr elsewhere).
+pub fn total_ops(c: &CacheSnapshot) -> u64 {
+    c.cmd_get
+        + c.cmd_set
+        + c.cmd_touch
+        + c.delete_hits
+        + c.delete_misses
+        + c.incr_hits
+        + c.decr_hits
+}
+
+/// Rates and history of one cache.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheTrend {
+    base: Option<(u64, CacheSnapshot)>,
+    pub rates: CacheRates,
+    /// Operations per second, oldest first.
+    pub ops: VecDeque<u64>,
+    /// Hit ratio in percent per sample (gets in that second), oldest first.
+    pub hit_pct: VecDeque<u64>,
+}
+
+impl CacheTrend {
+    /// Folds in a new snapshot taken at `at_ms`.
+    pub fn observe(&mut self, at_ms: u64, c: &CacheSnapshot) {
+        let Some((t0, old)) = &self.base else {
+            self.base = Some((at_ms, c.clone()));
+            return;
+        };
+        // A restarted engine starts its counters again: start the rates over too.
+        if c.stopped || total_ops(c) < total_ops(old) || c.total_connections < old.total_connections
+        {
+            self.base = Some((at_ms, c.clone()));
+            self.rates = CacheRates::default();
+            return;
+        }
+        let span = at_ms.saturating_sub(*t0);
+        if span < MIN_SPAN_MS {
+            return;
+        }
+        let secs = span as f64 / 1000.0;
+        let per = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+        let r = CacheRates {
+            ops: per(total_ops(c), total_ops(old)),
+            gets: per(c.cmd_get, old.cmd_get),
+            sets: per(c.cmd_set, old.cmd_set),
+            touches: per(c.cmd_touch, old.cmd_touch),
+            deletes: per(
+                c.delete_hits + c.delete_misses,
+                old.delete_hits + old.delete_misses,
+            ),
+            incr_decr: per(c.incr_hits + c.decr_hits, old.incr_hits + old.decr_hits),
+            hits: per(c.get_hits, old.get_hits),
+            misses: per(c.get_misses, old.get_misses),
+            evictions: per(c.evictions, old.evictions),
+            conns: per(c.total_connections, old.total_connections),
+            bytes_in: per(c.bytes_read, old.bytes_read),
+            bytes_out: per(c.bytes_written, old.bytes_written),
+        };
+        self.rates = r;
+        // One history sample per elapsed second (a stalled refresh repeats the rate).
+        let samples = (span / 1000).clamp(1, HISTORY_SECS as u64);
+        let lookups = r.hits + r.misses;
+        let hit = if lookups > 0.0 {
+            (100.0 * r.hits / lookups).round() as u64
+        } else {
+            0
+        };
+        for _ in 0..samples {
+            push_capped(&mut self.ops, r.ops.round() as u64);
+            push_capped(&mut self.hit_pct, hit);
+        }
+        self.base = Some((at_ms, c.clone()));
+    }
+}
+
+fn push_capped(v: &mut VecDeque<u64>, x: u64) {
+    if v.len() >= HISTORY_SECS {
+        v.pop_front();
+    }
+    v.push_back(x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(gets: u64, hits: u64) -> CacheSnapshot {
+        CacheSnapshot {
+            cmd_get: gets,
+            get_hits: hits,
+            get_misses: gets - hits,
+            ..CacheSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn rates_come_from_deltas_over_at_least_a_second() {
+        let mut t = CacheTrend::default();
+        t.observe(0, &snap(0, 0));
+        t.observe(500, &snap(50, 25));
+        assert_eq!(t.rates.ops, 0.0, "half a second is too short to rate");
+        t.observe(2000, &snap(200, 150));
+        assert_eq!(t.rates.gets, 100.0);
+        assert_eq!(t.rates.hits, 75.0);
+        assert_eq!(t.ops.iter().copied().collect::<Vec<_>>(), [100, 100]);
+        assert_eq!(t.hit_pct.back(), Some(&75));
+    }
+
+    #[test]
+    fn a_restarted_engine_resets_the_rates() {
+        let mut t = CacheTrend::default();
+        t.observe(0, &snap(1000, 0));
+        t.observe(1000, &snap(2000, 0));
+        assert_eq!(t.rates.gets, 1000.0);
+        t.observe(2000, &snap(10, 0));
+        assert_eq!(t.rates, CacheRates::default());
+        t.observe(3000, &snap(20, 0));
+        assert_eq!(t.rates.gets, 10.0);
+    }
+}

@@ -1,0 +1,58 @@
+//! Log: this process's tracing events, coloured by level, filtered by level and text, and
+//! scrollable (following the newest line unless scrolled back).
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::common::{boxed, clock};
+use crate::logging::LogLevel;
+use crate::tui::app::App;
+use crate::tui::theme::Theme;
+
+pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let visible = app.visible_log();
+    let height = area.height.saturating_sub(2) as usize;
+    let end = visible.len().saturating_sub(app.log_scroll);
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line> = visible[start..end]
+        .iter()
+        .map(|l| {
+            let style = match l.level {
+                LogLevel::Error => theme.log_error,
+                LogLevel::Warn => theme.log_warn,
+                LogLevel::Info => theme.log_info,
+                LogLevel::Debug => theme.log_debug,
+                LogLevel::Trace => theme.log_trace,
+            };
+            Line::from(vec![
+                Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
+                Span::styled(format!("{:<5} ", l.level.label()), style),
+                Span::styled(l.text.clone(), theme.text),
+            ])
+        })
+        .collect();
+    let level = if app.log_level == LogLevel::Trace {
+        "all levels".to_string()
+    } else {
+        format!("{} and worse", app.log_level.label())
+    };
+    let mut title = format!("Log ({level}, {} lines", visible.len());
+    if !app.filter.is_empty() {
+        title.push_str(&format!(", filter: {}", app.filter));
+    }
+    if app.log_scroll > 0 {
+        title.push_str(&format!(", scrolled back {}; End follows", app.log_scroll));
+    }
+    title.push(')');
+    let body = if lines.is_empty() {
+        vec![Line::from(Span::styled(
+            "no log lines yet (they also go to the log file)",
+            theme.muted,
+        ))]
+    } else {
+        lines
+    };
+    f.render_widget(Paragraph::new(body).block(boxed(title, theme)), area);
+}

@@ -1,0 +1,186 @@
+//! Drawing: the frame (header with tabs and node badges, footer with the key hints) around
+//! one panel per view, and the overlays (help, confirmation). Views read only `App` and the
+//! theme; they take no locks and do no I/O.
+
+pub mod cache;
+pub mod common;
+pub mod log;
+pub mod overview;
+pub mod replication;
+pub mod tester;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
+
+use super::app::{App, Field, Mode, View};
+use super::keys;
+use super::theme::Theme;
+use common::{boxed, centered, role_badge};
+
+/// Smallest area the console draws into; below it, it says so instead.
+const MIN_W: u16 = 30;
+const MIN_H: u16 = 6;
+
+pub fn render(f: &mut Frame, app: &App, theme: &Theme) {
+    let area = f.area();
+    if area.width < MIN_W || area.height < MIN_H {
+        f.render_widget(
+            Paragraph::new(format!(
+                "opsconsole: the terminal is {}x{}; it needs at least {MIN_W}x{MIN_H}",
+                area.width, area.height
+            ))
+            .style(theme.warning)
+            .wrap(Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(f, app, theme, header);
+    match app.view {
+        View::Overview => overview::render(f, app, theme, body),
+        View::Replication => replication::render(f, app, theme, body),
+        View::Cache => cache::render(f, app, theme, body),
+        View::Tester => tester::render(f, app, theme, body),
+        View::Log => log::render(f, app, theme, body),
+    }
+    render_footer(f, app, theme, footer);
+    match &app.mode {
+        Mode::Help => render_help(f, app, theme, body),
+        Mode::Confirm(p) => render_confirm(f, &p.question, theme, body),
+        _ => {}
+    }
+}
+
+fn render_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let wide = area.width >= 110;
+    let mut spans = vec![Span::styled(
+        if wide { " opsconsole " } else { " " },
+        theme.title,
+    )];
+    for (i, v) in app.views().iter().enumerate() {
+        let style = if *v == app.view {
+            theme.tab_active
+        } else {
+            theme.tab
+        };
+        let title = if wide { v.title() } else { v.short_title() };
+        spans.push(Span::styled(format!(" {} {title} ", i + 1), style));
+    }
+    spans.push(Span::raw("  "));
+    for c in &app.snapshot.caches {
+        spans.push(Span::styled(format!("{} ", c.role), theme.header));
+        spans.push(role_badge(c, theme));
+        spans.push(Span::raw(" "));
+    }
+    if app.paused {
+        spans.push(Span::styled(" PAUSED ", theme.warning));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)).style(theme.header), area);
+}
+
+fn render_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let mut spans = Vec::new();
+    if app.read_only {
+        spans.push(Span::styled(" READ-ONLY ", theme.warning));
+    }
+    if let Some(flash) = &app.flash {
+        let style = if flash.error {
+            theme.error
+        } else {
+            theme.accent
+        };
+        spans.push(Span::styled(format!(" {} ", flash.text), style));
+        spans.push(Span::raw("│"));
+    }
+    for (key, hint, disabled) in keys::footer_hints(app) {
+        let key_style = if disabled { theme.muted } else { theme.key };
+        spans.push(Span::styled(format!(" {key}"), key_style));
+        let hint = if disabled {
+            format!(" {hint}(off)")
+        } else {
+            format!(" {hint}")
+        };
+        spans.push(Span::styled(hint, theme.footer));
+    }
+    if let Mode::Typing(Field::Filter) = app.mode {
+        spans.insert(
+            0,
+            Span::styled(format!(" filter: {}▏", app.filter_input.text), theme.input),
+        );
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)).style(theme.footer), area);
+}
+
+fn render_help(f: &mut Frame, app: &App, theme: &Theme, body: Rect) {
+    let rows = keys::help_rows(app.read_only);
+    let mut lines = Vec::new();
+    let mut last_scope = "";
+    for (scope, keys, help, disabled) in rows {
+        if scope != last_scope {
+            lines.push(Line::from(Span::styled(scope.to_string(), theme.accent)));
+            last_scope = scope;
+        }
+        let style = if disabled { theme.muted } else { theme.text };
+        let mut spans = vec![
+            Span::styled(
+                format!("  {keys:<16}"),
+                if disabled { theme.muted } else { theme.key },
+            ),
+            Span::styled(help.to_string(), style),
+        ];
+        if disabled {
+            spans.push(Span::styled(" (read-only)", theme.muted));
+        }
+        lines.push(Line::from(spans));
+    }
+    let area = centered(body, 100, lines.len() as u16 + 2);
+    f.render_widget(Clear, area);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(boxed("Keys (any key closes)", theme))
+            .style(theme.overlay)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn render_confirm(f: &mut Frame, question: &str, theme: &Theme, body: Rect) {
+    let mut lines: Vec<Line> = question
+        .lines()
+        .map(|l| Line::from(Span::styled(l.to_string(), theme.text)))
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled(" y ", theme.key),
+        Span::styled("yes   ", theme.text),
+        Span::styled(" n ", theme.key),
+        Span::styled("no", theme.text),
+    ]));
+    let width = 72.min(body.width);
+    // Room for wrapped lines: a rough count is enough, the box only needs to fit.
+    let wrapped: u16 = question
+        .lines()
+        .map(|l| {
+            (l.chars().count() as u16)
+                .div_ceil(width.saturating_sub(4).max(1))
+                .max(1)
+        })
+        .sum();
+    let area = centered(body, width, wrapped + 4);
+    f.render_widget(Clear, area);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(boxed("Are you sure?", theme).border_style(theme.warning))
+            .style(theme.overlay)
+            .wrap(Wrap { trim: true }),
+        area,
+    );
+}

@@ -1,0 +1,179 @@
+//! Overview: every running role at a glance, one row per cache node, and sparklines of the
+//! last minutes of traffic.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Sparkline};
+
+use super::common::{boxed, bytes, count, fit, link_state, rate, role_badge};
+use crate::tui::app::App;
+use crate::tui::theme::Theme;
+
+pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let caches = app.visible_caches();
+    let table_h = (caches.len() as u16 + 3).max(4);
+    let traffic_h = u16::from(app.snapshot.traffic.is_some()) * 3;
+    let [table, traffic, sparks] = Layout::vertical([
+        Constraint::Length(table_h),
+        Constraint::Length(traffic_h),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    render_table(f, app, theme, table);
+    if let Some(t) = &app.snapshot.traffic {
+        let (word, style) = if t.paused {
+            ("PAUSED (g resumes)", theme.warning)
+        } else {
+            ("running (g pauses)", theme.healthy)
+        };
+        let line = Line::from(vec![
+            Span::styled(format!("{} req/s target, ", t.rate_per_sec), theme.text),
+            Span::styled(word, style),
+            Span::styled(
+                format!(", {} requests, {} errors", t.requests, t.errors),
+                theme.text,
+            ),
+        ]);
+        f.render_widget(
+            Paragraph::new(line).block(boxed("Demo traffic", theme)),
+            traffic,
+        );
+    }
+    render_sparklines(f, app, theme, sparks);
+}
+
+fn render_table(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let wide = area.width >= 110;
+    let mut lines = Vec::new();
+    let head = if wide {
+        format!(
+            "  {} {} {} {:>8} {:>6} {:>15} {:>7} {:>9} {:>9}",
+            fit("node", 8),
+            fit("address", 16),
+            fit("role     link", 27),
+            "ops/s",
+            "hit",
+            "memory",
+            "conns",
+            "items",
+            "evicted"
+        )
+    } else {
+        format!(
+            "  {} {} {:>7} {:>5} {:>11} {:>5}",
+            fit("node", 7),
+            fit("role     link", 25),
+            "ops/s",
+            "hit",
+            "memory",
+            "conns"
+        )
+    };
+    lines.push(Line::from(Span::styled(head, theme.muted)));
+    let caches = app.visible_caches();
+    if caches.is_empty() {
+        lines.push(Line::from(Span::styled(
+            "  no cache node matches the filter",
+            theme.muted,
+        )));
+    }
+    for c in caches {
+        let selected = app.selected.as_deref() == Some(c.role.as_str());
+        let rates = app.trends.get(&c.role).map(|t| t.rates).unwrap_or_default();
+        let (link, link_style) = link_state(c, theme);
+        let hit = c
+            .hit_ratio()
+            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+        let mem = format!("{}/{}", bytes(c.bytes), bytes(c.limit_maxbytes));
+        let mut spans = vec![
+            Span::styled(if selected { "▶ " } else { "  " }, theme.accent),
+            Span::styled(fit(&c.role, if wide { 8 } else { 7 }), theme.title),
+            Span::raw(" "),
+        ];
+        if wide {
+            spans.push(Span::styled(fit(&c.listen, 16), theme.text));
+            spans.push(Span::raw(" "));
+        }
+        spans.push(role_badge(c, theme));
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(
+            fit(&link, if wide { 18 } else { 16 }),
+            link_style,
+        ));
+        let numbers = if c.stopped {
+            String::new()
+        } else if wide {
+            format!(
+                " {:>8} {:>6} {:>15} {:>7} {:>9} {:>9}",
+                rate(rates.ops),
+                hit,
+                mem,
+                c.curr_connections,
+                count(c.curr_items),
+                count(c.evictions)
+            )
+        } else {
+            format!(
+                " {:>7} {:>5} {:>11} {:>5}",
+                rate(rates.ops),
+                hit,
+                mem,
+                c.curr_connections
+            )
+        };
+        spans.push(Span::styled(numbers, theme.text));
+        let line = Line::from(spans);
+        lines.push(if selected {
+            line.style(theme.selected)
+        } else {
+            line
+        });
+    }
+    let mut title = format!("Cache nodes (sort: {})", app.sort.label());
+    if !app.filter.is_empty() {
+        title.push_str(&format!(" filter: {}", app.filter));
+    }
+    f.render_widget(Paragraph::new(lines).block(boxed(title, theme)), area);
+}
+
+fn render_sparklines(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let caches = app.visible_caches();
+    if caches.is_empty() || area.height < 3 {
+        return;
+    }
+    let rows = Layout::vertical(
+        caches
+            .iter()
+            .map(|_| Constraint::Ratio(1, caches.len() as u32)),
+    )
+    .split(area);
+    for (c, row) in caches.iter().zip(rows.iter()) {
+        let Some(trend) = app.trends.get(&c.role) else {
+            continue;
+        };
+        let width = row.width.saturating_sub(2) as usize;
+        // The newest samples, right-aligned, as many as fit.
+        let data: Vec<u64> = trend
+            .ops
+            .iter()
+            .skip(trend.ops.len().saturating_sub(width))
+            .copied()
+            .collect();
+        let peak = data.iter().copied().max().unwrap_or(0);
+        let title = format!(
+            "{} ops/s, last {} s (now {}, peak {})",
+            c.role,
+            data.len(),
+            rate(trend.rates.ops),
+            peak
+        );
+        f.render_widget(
+            Sparkline::default()
+                .block(boxed(title, theme))
+                .data(&data)
+                .style(theme.sparkline),
+            *row,
+        );
+    }
+}
