@@ -233,6 +233,8 @@ pub struct App {
     pub log_level: LogLevel,
     pub tester: Tester,
     pub tester_scroll: usize,
+    /// Lines the help overlay is scrolled down.
+    pub help_scroll: usize,
     pub flash: Option<Flash>,
     pub quit: bool,
     /// Counts replication checks, so each writes a value of its own.
@@ -259,6 +261,7 @@ impl App {
             log_level: LogLevel::Trace,
             tester: Tester::default(),
             tester_scroll: 0,
+            help_scroll: 0,
             flash: None,
             quit: false,
             checks: 0,
@@ -391,7 +394,10 @@ impl App {
     fn key(&mut self, act: Act, arg: Option<usize>) -> Option<Effect> {
         match act {
             Act::Quit => self.quit = true,
-            Act::Help => self.mode = Mode::Help,
+            Act::Help => {
+                self.mode = Mode::Help;
+                self.help_scroll = 0;
+            }
             Act::Escape => match self.mode {
                 Mode::Browse if !self.filter.is_empty() => {
                     self.filter.clear();
@@ -552,6 +558,11 @@ impl App {
     }
 
     fn move_by(&mut self, delta: isize) {
+        if self.mode == Mode::Help {
+            // The overlay clamps what it cannot show.
+            self.help_scroll = offset(self.help_scroll, delta).min(super::keys::BINDINGS.len());
+            return;
+        }
         match self.view {
             View::Log => {
                 let max = self.visible_log().len().saturating_sub(1);

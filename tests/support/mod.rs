@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod conn;
+pub mod fixtures;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -131,7 +131,7 @@ fn render_help(f: &mut Frame, app: &App, theme: &Theme, body: Rect) {
         let style = if disabled { theme.muted } else { theme.text };
         let mut spans = vec![
             Span::styled(
-                format!("  {keys:<16}"),
+                format!("  {keys:<12}"),
                 if disabled { theme.muted } else { theme.key },
             ),
             Span::styled(help.to_string(), style),
@@ -141,13 +141,21 @@ fn render_help(f: &mut Frame, app: &App, theme: &Theme, body: Rect) {
         }
         lines.push(Line::from(spans));
     }
-    let area = centered(body, 100, lines.len() as u16 + 2);
+    let area = centered(body, 84, lines.len() as u16 + 2);
+    let visible = area.height.saturating_sub(2) as usize;
+    let scroll = app.help_scroll.min(lines.len().saturating_sub(visible));
+    let more = lines.len() > visible + scroll;
+    let title = match (scroll > 0, more) {
+        (_, true) => "Keys (j/k scroll, any other key closes) ↓",
+        (true, false) => "Keys (j/k scroll, any other key closes) ↑",
+        (false, false) => "Keys (any key closes)",
+    };
     f.render_widget(Clear, area);
     f.render_widget(
         Paragraph::new(lines)
-            .block(boxed("Keys (any key closes)", theme))
+            .block(boxed(title, theme))
             .style(theme.overlay)
-            .wrap(Wrap { trim: false }),
+            .scroll((scroll as u16, 0)),
         area,
     );
 }

@@ -110,10 +110,7 @@ fn render_details(f: &mut Frame, app: &App, c: &CacheSnapshot, theme: &Theme, ar
     ));
     first.push(Span::styled(link, link_style));
     if !r.serving {
-        first.push(Span::styled(
-            "  NOT SERVING (copy incomplete)",
-            theme.warning,
-        ));
+        first.push(Span::styled("  NOT SERVING", theme.warning));
     }
     let peer = match (&s.peer, s.peer_node) {
         (Some(p), Some(id)) => format!("{p} (node {id:08x})"),

@@ -1,0 +1,512 @@
+//! `App::update` for every action, through the key table, with no terminal: what each key
+//! does to the console's state and which effect (command or request) it sends out.
+
+mod support;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use opsconsole::control::Command;
+use opsconsole::logging::{LogLevel, LogLine};
+use opsconsole::tui::app::{Action, App, Effect, Field, Mode, SortKey, TesterOutcome, View};
+use opsconsole::tui::keys;
+use opsconsole::tui::tester::{Said, Target, TargetChoice};
+use support::fixtures::{T0, app_with, copying, failed_over, streaming};
+
+fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
+    press(app, KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ch(app: &mut App, c: char) -> Option<Effect> {
+    key(app, KeyCode::Char(c))
+}
+
+fn ctrl(app: &mut App, c: char) -> Option<Effect> {
+    press(app, KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+}
+
+fn press(app: &mut App, ev: KeyEvent) -> Option<Effect> {
+    let action = keys::dispatch(app, ev)?;
+    app.update(action)
+}
+
+fn type_line(app: &mut App, text: &str) -> Option<Effect> {
+    for c in text.chars() {
+        assert_eq!(ch(app, c), None);
+    }
+    key(app, KeyCode::Enter)
+}
+
+fn transcript(app: &App) -> String {
+    app.tester
+        .transcript
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn q_and_ctrl_c_quit() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 'q');
+    assert!(app.quit);
+    let mut app = app_with(streaming(5));
+    ctrl(&mut app, 'c');
+    assert!(app.quit);
+    // Ctrl-C quits even while typing; a plain q is text there.
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    ch(&mut app, 'q');
+    assert!(!app.quit);
+    assert_eq!(app.tester.input.text, "q");
+    ctrl(&mut app, 'c');
+    assert!(app.quit);
+}
+
+#[test]
+fn help_opens_and_any_key_closes_it() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, '?');
+    assert_eq!(app.mode, Mode::Help);
+    ch(&mut app, 'K');
+    assert_eq!(
+        app.mode,
+        Mode::Browse,
+        "a key closes help rather than acting"
+    );
+}
+
+#[test]
+fn views_switch_by_tab_shift_tab_and_number() {
+    let mut app = app_with(streaming(5));
+    assert_eq!(
+        app.views(),
+        [
+            View::Overview,
+            View::Replication,
+            View::Cache,
+            View::Tester,
+            View::Log
+        ]
+    );
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.view, View::Replication);
+    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::BackTab);
+    assert_eq!(app.view, View::Log);
+    ch(&mut app, '3');
+    assert_eq!(app.view, View::Cache);
+    ch(&mut app, '9');
+    assert_eq!(app.view, View::Cache, "a number with no view does nothing");
+}
+
+#[test]
+fn the_tabs_follow_the_roles_running() {
+    let mut snap = streaming(1);
+    for c in &mut snap.caches {
+        c.replication = None;
+    }
+    let app = app_with(snap);
+    assert!(!app.views().contains(&View::Replication));
+}
+
+#[test]
+fn arrows_and_j_k_select_nodes_and_scroll_the_log() {
+    let mut app = app_with(streaming(5));
+    assert_eq!(app.selected.as_deref(), Some("master"));
+    ch(&mut app, 'j');
+    assert_eq!(app.selected.as_deref(), Some("slave"));
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected.as_deref(), Some("slave"), "stops at the end");
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.selected.as_deref(), Some("master"));
+
+    let lines = (0..50)
+        .map(|i| LogLine {
+            seq: i,
+            at_ms: T0,
+            level: LogLevel::Info,
+            text: format!("line {i}"),
+        })
+        .collect();
+    app.update(Action::Refresh(Box::new(streaming(6)), lines));
+    assert_eq!(app.log_next, 50);
+    ch(&mut app, '5');
+    assert_eq!(app.view, View::Log);
+    ch(&mut app, 'k');
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.log_scroll, 11);
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.log_scroll, 0, "End follows the tail again");
+}
+
+#[test]
+fn slash_filters_as_you_type_and_esc_clears() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, '/');
+    assert_eq!(app.mode, Mode::Typing(Field::Filter));
+    for c in "sla".chars() {
+        ch(&mut app, c);
+    }
+    let names: Vec<_> = app
+        .visible_caches()
+        .iter()
+        .map(|c| c.role.clone())
+        .collect();
+    assert_eq!(names, ["slave"]);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Browse);
+    assert_eq!(app.filter, "sla");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.filter, "");
+    assert_eq!(app.visible_caches().len(), 2);
+}
+
+#[test]
+fn s_cycles_the_sort_order() {
+    let mut app = app_with(streaming(5));
+    assert_eq!(app.sort, SortKey::Name);
+    ch(&mut app, 's');
+    assert_eq!(app.sort, SortKey::Ops);
+    ch(&mut app, 's');
+    ch(&mut app, 's');
+    ch(&mut app, 's');
+    assert_eq!(app.sort, SortKey::Name);
+}
+
+#[test]
+fn p_pauses_updates() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 'p');
+    assert!(app.paused);
+    app.update(Action::Refresh(Box::new(failed_over()), Vec::new()));
+    assert!(
+        !app.snapshot.caches[0].stopped,
+        "a paused console keeps its picture"
+    );
+    ch(&mut app, 'p');
+    app.update(Action::Refresh(Box::new(failed_over()), Vec::new()));
+    assert!(app.snapshot.caches[0].stopped);
+}
+
+#[test]
+fn k_asks_first_and_y_kills_the_peer() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 'j'); // the slave: killing its peer is a failover
+    assert_eq!(ch(&mut app, 'K'), None);
+    let Mode::Confirm(p) = &app.mode else {
+        panic!("K must ask first, got {:?}", app.mode);
+    };
+    assert!(
+        p.question
+            .contains("master (127.0.0.1:11311) stops entirely"),
+        "{}",
+        p.question
+    );
+    assert!(
+        p.question.contains("slave takes over as MASTER"),
+        "{}",
+        p.question
+    );
+    assert_eq!(
+        ch(&mut app, 'y'),
+        Some(Effect::Command {
+            what: "kill slave's peer".into(),
+            command: Command::KillPeer {
+                role: "slave".into(),
+                hold_ms: 300_000
+            }
+        })
+    );
+    assert_eq!(app.mode, Mode::Browse);
+}
+
+#[test]
+fn n_or_esc_cancels_the_kill() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 'K');
+    assert_eq!(ch(&mut app, 'n'), None);
+    assert_eq!(app.mode, Mode::Browse);
+    ch(&mut app, 'K');
+    assert_eq!(key(&mut app, KeyCode::Esc), None);
+    assert_eq!(app.mode, Mode::Browse);
+}
+
+#[test]
+fn r_revives_and_a_stopped_node_is_revived_through_its_partner() {
+    let mut app = app_with(streaming(5));
+    assert_eq!(
+        ch(&mut app, 'R'),
+        Some(Effect::Command {
+            what: "revive master's peer".into(),
+            command: Command::RevivePeer {
+                role: "master".into()
+            }
+        })
+    );
+    let mut app = app_with(failed_over());
+    assert_eq!(app.selected.as_deref(), Some("master"));
+    let Some(Effect::Command { command, .. }) = ch(&mut app, 'R') else {
+        panic!("R sends a command");
+    };
+    assert_eq!(
+        command,
+        Command::RevivePeer {
+            role: "slave".into()
+        }
+    );
+    // K on the stopped node explains instead of asking.
+    assert_eq!(ch(&mut app, 'K'), None);
+    assert_eq!(app.mode, Mode::Browse);
+    assert!(app.flash.as_ref().is_some_and(|f| f.error));
+}
+
+#[test]
+fn capital_s_switches_over_only_from_a_master() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 'S');
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+    assert_eq!(
+        ch(&mut app, 'y'),
+        Some(Effect::Command {
+            what: "switch over master".into(),
+            command: Command::Switchover {
+                role: "master".into()
+            }
+        })
+    );
+    ch(&mut app, 'j');
+    ch(&mut app, 'S');
+    assert_eq!(app.mode, Mode::Browse, "a slave cannot switch over");
+}
+
+#[test]
+fn g_pauses_the_demo_traffic() {
+    let mut app = app_with(streaming(5));
+    assert_eq!(
+        ch(&mut app, 'g'),
+        Some(Effect::Command {
+            what: "pause traffic".into(),
+            command: Command::PauseTraffic { paused: true }
+        })
+    );
+}
+
+#[test]
+fn command_results_are_flashed() {
+    let mut app = app_with(streaming(5));
+    app.update(Action::CommandDone {
+        what: "kill slave's peer".into(),
+        result: Err("no such role".into()),
+    });
+    let flash = app.flash.clone().expect("flash");
+    assert!(flash.error && flash.text.contains("no such role"));
+}
+
+#[test]
+fn read_only_disables_every_action_key() {
+    let mut app = App::new(true, 1000);
+    app.update(Action::Refresh(Box::new(streaming(1)), Vec::new()));
+    for c in ['K', 'R', 'S', 'g'] {
+        assert_eq!(ch(&mut app, c), None, "{c} must do nothing");
+        assert_eq!(app.mode, Mode::Browse);
+        let flash = app.flash.clone().expect("says why");
+        assert!(flash.text.contains("read-only"), "{}", flash.text);
+    }
+    let hints = keys::footer_hints(&app);
+    assert!(hints.iter().any(|(k, _, off)| k == "K" && *off));
+    // Watching still works.
+    ch(&mut app, 'j');
+    assert_eq!(app.selected.as_deref(), Some("slave"));
+}
+
+#[test]
+fn t_focuses_the_tester_and_a_line_is_sent_to_the_selected_node() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    assert_eq!(app.view, View::Tester);
+    assert_eq!(app.mode, Mode::Typing(Field::Tester));
+    assert_eq!(
+        type_line(&mut app, "get k"),
+        Some(Effect::Request {
+            target: Target::Node("master".into()),
+            request: b"get k\r\n".to_vec()
+        })
+    );
+    app.update(Action::TesterDone(TesterOutcome::Reply {
+        target: "master".into(),
+        reply: "VALUE k 0 1\r\nv\r\nEND\r\n".into(),
+        micros: 250,
+    }));
+    let t = transcript(&app);
+    assert!(t.contains("master> get k"), "{t}");
+    assert!(t.contains("VALUE k 0 1\nv\nEND"), "{t}");
+    assert!(t.contains("← master in 250 µs"), "{t}");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Browse);
+}
+
+#[test]
+fn the_raw_set_dialogue_waits_for_the_data_line() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    assert_eq!(type_line(&mut app, "set aa 0 0 3"), None);
+    assert_eq!(app.tester.prompt("master"), "data> ");
+    assert_eq!(
+        type_line(&mut app, "111"),
+        Some(Effect::Request {
+            target: Target::Node("master".into()),
+            request: b"set aa 0 0 3\r\n111\r\n".to_vec()
+        })
+    );
+    assert_eq!(app.tester.prompt("master"), "master> ");
+}
+
+#[test]
+fn convenience_set_computes_the_length() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    assert_eq!(
+        type_line(&mut app, "set greeting \"hi there\" 60"),
+        Some(Effect::Request {
+            target: Target::Node("master".into()),
+            request: b"set greeting 0 60 8\r\nhi there\r\n".to_vec()
+        })
+    );
+}
+
+#[test]
+fn targets_peer_and_any_address() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    ctrl(&mut app, 't');
+    assert_eq!(app.tester.target, TargetChoice::Peer);
+    assert_eq!(app.target_label(), "peer slave");
+    assert_eq!(
+        type_line(&mut app, "get k"),
+        Some(Effect::Request {
+            target: Target::Node("slave".into()),
+            request: b"get k\r\n".to_vec()
+        })
+    );
+    type_line(&mut app, "@127.0.0.1:11211");
+    assert_eq!(
+        type_line(&mut app, "version"),
+        Some(Effect::Request {
+            target: Target::Addr("127.0.0.1:11211".into()),
+            request: b"version\r\n".to_vec()
+        })
+    );
+    // A remote peer (not in this process) is reached at the cache address it announced.
+    let mut snap = streaming(6);
+    for c in &mut snap.caches {
+        c.local_peer = None;
+    }
+    app.update(Action::Refresh(Box::new(snap), Vec::new()));
+    type_line(&mut app, "@peer");
+    assert_eq!(
+        app.resolve(&TargetChoice::Peer),
+        Ok(Target::Addr("127.0.0.1:11411".into()))
+    );
+}
+
+#[test]
+fn check_sets_here_and_reads_on_the_peer() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    let Some(Effect::Check {
+        here,
+        peer,
+        key,
+        value,
+    }) = type_line(&mut app, "check")
+    else {
+        panic!("check sends a check");
+    };
+    assert_eq!(here, Target::Node("master".into()));
+    assert_eq!(peer, Target::Node("slave".into()));
+    assert_eq!(key, "opsconsole:replcheck");
+    assert!(!value.is_empty());
+    app.update(Action::TesterDone(TesterOutcome::Check {
+        peer: "slave".into(),
+        replicated_micros: Some(1_690),
+        detail: String::new(),
+    }));
+    assert!(
+        transcript(&app).contains("after 1.69 ms"),
+        "{}",
+        transcript(&app)
+    );
+    assert_eq!(app.tester.in_flight, 0);
+}
+
+#[test]
+fn history_recalls_earlier_lines() {
+    let mut app = app_with(streaming(5));
+    ch(&mut app, 't');
+    type_line(&mut app, "stats");
+    type_line(&mut app, "get a");
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.tester.input.text, "get a");
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.tester.input.text, "stats");
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.tester.input.text, "get a");
+    ctrl(&mut app, 'u');
+    assert_eq!(app.tester.input.text, "");
+    ctrl(&mut app, 'l');
+    assert!(app.tester.transcript.is_empty());
+}
+
+#[test]
+fn a_failed_request_is_shown_as_an_error() {
+    let mut app = app_with(streaming(5));
+    app.update(Action::TesterDone(TesterOutcome::Failed {
+        target: "127.0.0.1:1".into(),
+        error: "cannot connect: refused".into(),
+    }));
+    let last = app.tester.transcript.back().expect("a line");
+    assert_eq!(last.0, Said::Error);
+    assert!(last.1.contains("refused"));
+}
+
+#[test]
+fn l_cycles_the_log_level_in_the_log_view() {
+    let mut app = app_with(streaming(5));
+    let lines = vec![
+        LogLine {
+            seq: 0,
+            at_ms: T0,
+            level: LogLevel::Info,
+            text: "hello".into(),
+        },
+        LogLine {
+            seq: 1,
+            at_ms: T0,
+            level: LogLevel::Warn,
+            text: "careful".into(),
+        },
+    ];
+    app.update(Action::Refresh(Box::new(streaming(6)), lines));
+    ch(&mut app, 'l');
+    assert_eq!(
+        app.log_level,
+        LogLevel::Trace,
+        "l only means level in the log view"
+    );
+    ch(&mut app, '5');
+    ch(&mut app, 'l');
+    ch(&mut app, 'l');
+    assert_eq!(app.log_level, LogLevel::Warn);
+    let texts: Vec<_> = app.visible_log().iter().map(|l| l.text.clone()).collect();
+    assert_eq!(texts, ["careful"]);
+}
+
+#[test]
+fn a_node_that_failed_over_keeps_the_selection_and_rates_restart() {
+    let mut app = app_with(copying());
+    ch(&mut app, 'j');
+    app.update(Action::Refresh(Box::new(failed_over()), Vec::new()));
+    assert_eq!(app.selected.as_deref(), Some("slave"));
+    let master = app.trends.get("master").expect("trend");
+    assert_eq!(master.rates.ops, 0.0, "a stopped node has no rate");
+}

@@ -1,0 +1,215 @@
+//! The console end to end, as an operator sees it: `opsconsole --role demo` in a detached
+//! tmux session (a private tmux server), driven with send-keys and read with capture-pane.
+//! Kill the master from the slave's view, watch the slave take over, revive the master and
+//! watch the marugoto gauge run, use the key tester, quit, and find the terminal clean.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::{free_port, require_program};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn start(dir: &Path, command: &str) -> Tmux {
+        let t = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        let out = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        t
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "console"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    fn text(&self, text: &str) {
+        assert!(
+            self.run(&["send-keys", "-t", "console", "-l", text])
+                .status
+                .success()
+        );
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout)
+            .into_owned()
+    }
+
+    fn format(&self, f: &str) -> String {
+        String::from_utf8_lossy(
+            &self
+                .run(&["display-message", "-p", "-t", "console", f])
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Polls the screen until `cond` holds; on timeout shows what the screen said.
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut screen = String::new();
+        while Instant::now() < deadline {
+            screen = self.screen();
+            if cond(&screen) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; the screen shows:\n{screen}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// A line of the screen containing all of `words`.
+fn line_with(screen: &str, words: &[&str]) -> bool {
+    screen.lines().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+fn demo_config(dir: &Path) -> PathBuf {
+    let (a, b) = (free_port(), free_port());
+    let text = format!(
+        r#"
+[log]
+dir = "{log}"
+file = "demo.log"
+
+[demo]
+requests_per_sec = 40
+keys = 200
+value_size = 100
+preload_keys = 20000
+
+[master]
+port = 0
+[master.replication]
+listen = "127.0.0.1:{a}"
+peer = "127.0.0.1:{b}"
+heartbeat_interval_ms = 200
+heartbeat_timeout_ms = 2000
+copy_bytes_per_sec = "1m"
+
+[slave]
+port = 0
+[slave.replication]
+listen = "127.0.0.1:{b}"
+peer = "127.0.0.1:{a}"
+heartbeat_interval_ms = 200
+heartbeat_timeout_ms = 2000
+copy_bytes_per_sec = "1m"
+"#,
+        log = dir.join("log").display()
+    );
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn demo_failover_revive_key_tester_and_a_clean_exit() {
+    if require_program("tmux").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("opsconsole-tmux-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = demo_config(&dir);
+    let command = format!(
+        "{} --role demo --config {}; echo EXITED $?; sleep 60",
+        env!("CARGO_BIN_EXE_opsconsole"),
+        config.display()
+    );
+    let tmux = Tmux::start(&dir, &command);
+
+    tmux.wait_for("the console", |s| s.contains("1 Over"));
+    tmux.keys(&["2"]);
+    tmux.wait_for("the pair streaming", |s| {
+        s.contains("Replication: master") && s.contains("[streaming]")
+    });
+
+    // From the slave's side, kill its peer: the master node stops entirely.
+    tmux.keys(&["j"]);
+    tmux.wait_for("the slave selected", |s| s.contains("Replication: slave"));
+    tmux.keys(&["K"]);
+    tmux.wait_for("the confirmation", |s| s.contains("Are you sure?"));
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("the survivor to become MASTER", |s| {
+        line_with(s, &["role", "MASTER", "epoch"]) && s.contains("STOPPED")
+    });
+    assert!(screen.contains("promoted to master"), "{screen}");
+
+    // Revive: the old master rejoins as slave and gets a marugoto copy.
+    tmux.keys(&["R"]);
+    tmux.wait_for("the copy gauge running", |s| {
+        s.contains("Marugoto copy: sending to the peer") && s.contains("ETA")
+    });
+    tmux.wait_for("streaming again", |s| {
+        s.contains("[streaming]") && s.contains("done in") && line_with(s, &["master", "SLAVE"])
+    });
+
+    // The key tester: a set and a get on this node.
+    tmux.keys(&["t"]);
+    tmux.text("set tmuxkey hello");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("STORED", |s| s.contains("STORED"));
+    tmux.text("get tmuxkey");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the value", |s| {
+        s.contains("VALUE tmuxkey 0 5") && s.contains("hello")
+    });
+    tmux.keys(&["Escape"]);
+
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("the process to exit", |s| s.contains("EXITED"));
+    assert!(screen.contains("EXITED 0"), "{screen}");
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "left the alternate screen"
+    );
+    assert_eq!(
+        tmux.format("#{cursor_flag}"),
+        "1",
+        "the cursor is visible again"
+    );
+    assert!(
+        !screen.contains('╭'),
+        "no console left on the screen:\n{screen}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
