@@ -140,12 +140,11 @@ copy_bytes_per_sec = "1m"
     path
 }
 
-#[test]
-fn demo_failover_revive_key_tester_and_a_clean_exit() {
-    if require_program("tmux").is_none() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("opsconsole-tmux-{}", std::process::id()));
+/// Starts the demo console in its own tmux server; the shell prints `EXITED <status>` when
+/// the console ends, and stays, so the screen it leaves behind can be read.
+fn start_demo(name: &str) -> Option<(Tmux, PathBuf, PathBuf)> {
+    require_program("tmux")?;
+    let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = demo_config(&dir);
@@ -155,8 +154,64 @@ fn demo_failover_revive_key_tester_and_a_clean_exit() {
         config.display()
     );
     let tmux = Tmux::start(&dir, &command);
-
     tmux.wait_for("the console", |s| s.contains("1 Over"));
+    Some((tmux, dir, config))
+}
+
+/// The terminal after the console ended: the shell's screen, cursor shown.
+fn assert_restored(tmux: &Tmux) {
+    let screen = tmux.wait_for("the process to exit", |s| s.contains("EXITED"));
+    assert!(screen.contains("EXITED 0"), "{screen}");
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "left the alternate screen"
+    );
+    assert_eq!(
+        tmux.format("#{cursor_flag}"),
+        "1",
+        "the cursor is visible again"
+    );
+    assert!(
+        !screen.contains('╭'),
+        "no console left on the screen:\n{screen}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_console_and_restores_the_terminal() {
+    let Some((tmux, dir, config)) = start_demo("sigterm") else {
+        return;
+    };
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(config.display().to_string())
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The shell running the command line matches too; the console is the one named opsconsole.
+    let pid = pids
+        .lines()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "opsconsole")
+        })
+        .unwrap_or_else(|| panic!("no opsconsole process among {pids:?}"));
+    let status = Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_restored(&tmux);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_failover_revive_key_tester_and_a_clean_exit() {
+    let Some((tmux, dir, _)) = start_demo("tmux") else {
+        return;
+    };
+
     tmux.keys(&["2"]);
     tmux.wait_for("the pair streaming", |s| {
         s.contains("Replication: master") && s.contains("[streaming]")
