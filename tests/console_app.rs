@@ -510,3 +510,26 @@ fn a_node_that_failed_over_keeps_the_selection_and_rates_restart() {
     let master = app.trends.get("master").expect("trend");
     assert_eq!(master.rates.ops, 0.0, "a stopped node has no rate");
 }
+
+#[test]
+fn the_readme_lists_every_key_as_the_table_defines_it() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut missing = Vec::new();
+    for (scope, keys, help, _) in keys::help_rows(false) {
+        let keys = keys
+            .split(' ')
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let row = format!("| {scope} | {keys} | {help} |");
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md lacks these key table rows:\n{}",
+        missing.join("\n")
+    );
+}

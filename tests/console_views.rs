@@ -217,3 +217,17 @@ fn every_view_survives_tiny_and_odd_sizes() {
         }
     }
 }
+
+#[test]
+fn the_readme_shows_the_current_renders() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    for name in ["overview", "replication-copy37", "cache", "tester", "log"] {
+        let golden = std::fs::read_to_string(root.join(format!("tests/golden/{name}-80x24.txt")))
+            .expect("golden");
+        assert!(
+            readme.contains(golden.trim_end()),
+            "README.md's capture of the {name} view is out of date: paste tests/golden/{name}-80x24.txt"
+        );
+    }
+}

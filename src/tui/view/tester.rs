@@ -39,16 +39,19 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     ));
     f.render_widget(Paragraph::new(Line::from(spans)), target);
 
-    let height = transcript.height.saturating_sub(2) as usize;
-    let total = app.tester.transcript.len();
-    let end = total.saturating_sub(app.tester_scroll);
-    let start = end.saturating_sub(height);
-    let lines: Vec<Line> = app
+    // Long lines are folded to the panel's width here, so scrolling counts screen rows.
+    let width = transcript.width.saturating_sub(2).max(1) as usize;
+    let rows: Vec<(Said, String)> = app
         .tester
         .transcript
         .iter()
-        .skip(start)
-        .take(end - start)
+        .flat_map(|(kind, text)| fold(text, width).into_iter().map(move |r| (*kind, r)))
+        .collect();
+    let height = transcript.height.saturating_sub(2) as usize;
+    let end = rows.len().saturating_sub(app.tester_scroll);
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line> = rows[start..end]
+        .iter()
         .map(|(kind, text)| {
             let style = match kind {
                 Said::Sent => theme.prompt,
@@ -82,4 +85,13 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             f.set_cursor_position(Position::new(x, inner.y));
         }
     }
+}
+
+/// Splits `text` into rows of at most `width` characters.
+fn fold(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars.chunks(width).map(|c| c.iter().collect()).collect()
 }
