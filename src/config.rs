@@ -541,6 +541,9 @@ impl Config {
                 ),
             ));
         }
+        if let Err(e) = crate::tui::theme::Theme::load(&self.console.theme) {
+            return Err(bad("console", "theme", e));
+        }
         if let Some(d) = &self.demo {
             if d.requests_per_sec > 100_000 {
                 return Err(bad(

@@ -160,6 +160,9 @@ pub struct Node {
     cancel: CancellationToken,
     /// Tasks that are the node's rather than one cache's (traffic, restarts).
     tracker: TaskTracker,
+    /// The runtime the engines run on: actions may arrive from any thread (the console's
+    /// blocking pool, a test), and what they start must run here.
+    runtime: tokio::runtime::Handle,
     started: Instant,
 }
 
@@ -233,6 +236,7 @@ impl Node {
             traffic,
             cancel,
             tracker,
+            runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
         })
     }
@@ -326,7 +330,7 @@ impl Node {
             let reply = format!("starting the peer node {} again", peer.name);
             let peer = peer.clone();
             let root = self.cancel.clone();
-            self.tracker.spawn(async move {
+            let restart = async move {
                 peer.stopped().await;
                 if peer.running().is_some() {
                     return;
@@ -343,7 +347,8 @@ impl Node {
                     }
                     Err(e) => tracing::error!(role = peer.name, "cannot restart: {e}"),
                 }
-            });
+            };
+            self.tracker.spawn_on(restart, &self.runtime);
             return Ok(reply);
         }
         Ok(self.replicator(role)?.revive())
@@ -470,7 +475,7 @@ impl Control for Node {
                 // The handover takes up to a few seconds; it runs on its own and logs how it
                 // ended, so the caller (a key press, an API request) is not held up.
                 let limit = r.settings.heartbeat_timeout.max(Duration::from_secs(2));
-                self.tracker.spawn(async move {
+                let switchover = async move {
                     match r.switchover(limit).await {
                         Ok(msg) => tracing::info!(role = r.engine.role, "replication: {msg}"),
                         Err(msg) => tracing::error!(
@@ -478,7 +483,8 @@ impl Control for Node {
                             "replication: switchover failed: {msg}"
                         ),
                     }
-                });
+                };
+                self.tracker.spawn_on(switchover, &self.runtime);
                 "switchover started; the log says how it ends".into()
             }
             Command::CacheRequest { role, request } => {

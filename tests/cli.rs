@@ -127,3 +127,79 @@ fn sigint_shuts_down_gracefully() {
     signal(&node.child, "INT");
     assert_eq!(wait_exit(&mut node.child).code(), Some(0));
 }
+
+/// A directory with no `configs/` in it, to run from elsewhere than the repository.
+fn empty_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn the_demo_config_is_built_in_and_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_opsconsole"))
+        .args(["--role", "demo", "--check-config"])
+        .current_dir(empty_dir("demo-builtin"))
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = text(&out.stdout);
+    for section in ["[master]", "[slave]", "[demo]", "[master.replication]"] {
+        assert!(config.contains(section), "{section} missing:\n{config}");
+    }
+    let out = opsconsole(&["--role", "demo,master", "--check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--role demo runs every role itself"));
+}
+
+#[test]
+fn a_demo_port_in_use_names_the_port_and_the_config_key() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = empty_dir("demo-port");
+    let path = dir.join("demo.toml");
+    let (a, b) = (support::free_port(), support::free_port());
+    std::fs::write(
+        &path,
+        format!(
+            "[log]\ndir = \"{log}\"\n[demo]\n[master]\nport = {port}\n[master.replication]\nlisten = \"127.0.0.1:{a}\"\npeer = \"127.0.0.1:{b}\"\n[slave]\nport = 0\n[slave.replication]\nlisten = \"127.0.0.1:{b}\"\npeer = \"127.0.0.1:{a}\"\n",
+            log = dir.join("log").display()
+        ),
+    )
+    .expect("write");
+    let out = opsconsole(&[
+        "--role",
+        "demo",
+        "--headless",
+        "--config",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("[master] port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_theme_is_a_config_error_naming_the_file_key_and_value() {
+    let dir = empty_dir("theme");
+    let theme = dir.join("mine.toml");
+    std::fs::write(&theme, "[styles]\nhealthy = { fg = \"grean\" }\n").expect("write");
+    let out = opsconsole(&[
+        "--role",
+        "master",
+        "--check-config",
+        "--theme",
+        theme.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("mine.toml") && err.contains("styles.healthy.fg") && err.contains("'grean'"),
+        "{err}"
+    );
+    let out = opsconsole(&["--role", "master", "--check-config", "--theme", "light"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
