@@ -250,21 +250,6 @@ fn demo_failover_revive_key_tester_and_a_clean_exit() {
     tmux.keys(&["Escape"]);
 
     tmux.keys(&["q"]);
-    let screen = tmux.wait_for("the process to exit", |s| s.contains("EXITED"));
-    assert!(screen.contains("EXITED 0"), "{screen}");
-    assert_eq!(
-        tmux.format("#{alternate_on}"),
-        "0",
-        "left the alternate screen"
-    );
-    assert_eq!(
-        tmux.format("#{cursor_flag}"),
-        "1",
-        "the cursor is visible again"
-    );
-    assert!(
-        !screen.contains('╭'),
-        "no console left on the screen:\n{screen}"
-    );
+    assert_restored(&tmux);
     let _ = std::fs::remove_dir_all(&dir);
 }

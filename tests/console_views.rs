@@ -119,13 +119,7 @@ fn cache() {
 
 #[test]
 fn key_tester() {
-    let mut app = app_in(streaming(5), "t");
-    for c in "get k".chars() {
-        let ev = KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
-        if let Some(a) = keys::dispatch(&app, ev) {
-            app.update(a);
-        }
-    }
+    let mut app = app_in(streaming(5), "tget k");
     app.update(
         keys::dispatch(&app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)).expect("enter"),
     );
