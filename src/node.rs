@@ -208,22 +208,24 @@ impl Node {
             };
             bound.push((slot, listener, repl.map(|(l, _)| l)));
         }
-        let mut caches = Vec::new();
+        let mut caches: Vec<Arc<CacheSlot>> = Vec::new();
         for (slot, listener, repl) in bound {
             slot.launch(listener, repl, &cancel);
+            // The demo's preload goes into the first cache before its peer starts, so the
+            // first marugoto copy carries all of it.
+            if let (Some(d), true) = (&config.demo, caches.is_empty())
+                && d.preload_keys > 0
+                && let Some(engine) = slot.engine()
+            {
+                crate::demo::preload(&engine, d);
+                tracing::info!(
+                    role = slot.name,
+                    "demo: preloaded {} items into {}",
+                    d.preload_keys,
+                    slot.name
+                );
+            }
             caches.push(Arc::new(slot));
-        }
-        if let (Some(d), Some(first)) = (&config.demo, caches.first())
-            && d.preload_keys > 0
-            && let Some(engine) = first.engine()
-        {
-            crate::demo::preload(&engine, d);
-            tracing::info!(
-                role = first.name,
-                "demo: preloaded {} items into {}",
-                d.preload_keys,
-                first.name
-            );
         }
         let traffic = config.demo.as_ref().map(|d| {
             let targets = caches.iter().map(|s| s.addr).collect();

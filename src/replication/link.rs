@@ -500,8 +500,7 @@ impl CopyReceiver {
         Counters::add(&c.bytes_received, body.len() as u64);
         let mut st = r.shared.status();
         if let Some(p) = st.copy_in.as_mut() {
-            p.items_done += items;
-            p.bytes_done += body.len() as u64;
+            p.add(items, body.len() as u64);
             if self
                 .last_logged
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -691,7 +690,7 @@ async fn send_full_copy(r: &Replicator, wr: &mut OwnedWriteHalf) -> Result<u64, 
             }
             Counters::add(&r.shared.counters.items_sent, items);
             if let Some(p) = r.shared.status().copy_out.as_mut() {
-                p.items_done += items;
+                p.add(items, 0);
             }
             if body.len() >= CHUNK || cursor.is_none() {
                 send_chunk(r, wr, &mut body, &mut pace).await?;
@@ -749,7 +748,7 @@ async fn send_chunk(
     wr.write_all(&chunk).await.map_err(|e| e.to_string())?;
     Counters::add(&r.shared.counters.bytes_sent, body.len() as u64);
     if let Some(p) = r.shared.status().copy_out.as_mut() {
-        p.bytes_done += body.len() as u64;
+        p.add(0, body.len() as u64);
     }
     body.clear();
     Ok(())

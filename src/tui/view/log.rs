@@ -14,25 +14,48 @@ use crate::tui::theme::Theme;
 pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let visible = app.visible_log();
     let height = area.height.saturating_sub(2) as usize;
+    let width = area.width.saturating_sub(2) as usize;
+    // Time and level take 15 columns; a long message folds onto indented rows below it.
+    const PREFIX: usize = 15;
     let end = visible.len().saturating_sub(app.log_scroll);
-    let start = end.saturating_sub(height);
-    let lines: Vec<Line> = visible[start..end]
-        .iter()
-        .map(|l| {
-            let style = match l.level {
-                LogLevel::Error => theme.log_error,
-                LogLevel::Warn => theme.log_warn,
-                LogLevel::Info => theme.log_info,
-                LogLevel::Debug => theme.log_debug,
-                LogLevel::Trace => theme.log_trace,
-            };
-            Line::from(vec![
+    let mut rows: Vec<Line> = Vec::new();
+    for l in visible[..end].iter().rev() {
+        if rows.len() >= height {
+            break;
+        }
+        let style = match l.level {
+            LogLevel::Error => theme.log_error,
+            LogLevel::Warn => theme.log_warn,
+            LogLevel::Info => theme.log_info,
+            LogLevel::Debug => theme.log_debug,
+            LogLevel::Trace => theme.log_trace,
+        };
+        let chars: Vec<char> = l.text.chars().collect();
+        let room = width.saturating_sub(PREFIX).max(1);
+        let mut entry = Vec::new();
+        for (i, chunk) in chars.chunks(room).enumerate() {
+            let text: String = chunk.iter().collect();
+            entry.push(if i == 0 {
+                Line::from(vec![
+                    Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
+                    Span::styled(format!("{:<5} ", l.level.label()), style),
+                    Span::styled(text, theme.text),
+                ])
+            } else {
+                Line::from(Span::styled(format!("{:PREFIX$}{text}", ""), theme.text))
+            });
+        }
+        if entry.is_empty() {
+            entry.push(Line::from(vec![
                 Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
                 Span::styled(format!("{:<5} ", l.level.label()), style),
-                Span::styled(l.text.clone(), theme.text),
-            ])
-        })
-        .collect();
+            ]));
+        }
+        rows.extend(entry.into_iter().rev());
+    }
+    rows.truncate(height);
+    rows.reverse();
+    let lines = rows;
     let level = if app.log_level == LogLevel::Trace {
         "all levels".to_string()
     } else {
