@@ -1098,6 +1098,20 @@ impl Gen {
         (key, token)
     }
 
+    /// The rest of a meta command line after its key: each flag after a random separator,
+    /// a CAS token for `cas_key` when given, and the line end.
+    fn meta_tail(&mut self, c: &mut Cmd, flags: &[Vec<u8>], cas_key: Option<&Vec<u8>>) {
+        for f in flags {
+            let sp = self.sp();
+            c.put(sp).put(f);
+        }
+        if let Some(key) = cas_key {
+            let pick = self.cas_pick();
+            c.put(" C").cas(key, pick);
+        }
+        c.put("\r\n");
+    }
+
     fn mg(&mut self) -> Cmd {
         let mut c = Cmd::default();
         let mut flags: Vec<Vec<u8>> = Vec::new();
@@ -1135,11 +1149,7 @@ impl Gen {
             flags = vec![b"v".to_vec(); self.rng.range(19, 21)];
         }
         c.put("mg ").put(&token);
-        for f in &flags {
-            let sp = self.sp();
-            c.put(sp).put(f);
-        }
-        c.put("\r\n");
+        self.meta_tail(&mut c, &flags, None);
         c.reads.push(key);
         c
     }
@@ -1209,15 +1219,7 @@ impl Gen {
         if !len_tok.is_empty() {
             c.put(" ").put(&len_tok);
         }
-        for f in &flags {
-            let sp = self.sp();
-            c.put(sp).put(f);
-        }
-        if with_cas && !unswallowed {
-            let pick = self.cas_pick();
-            c.put(" C").cas(&key, pick);
-        }
-        c.put("\r\n");
+        self.meta_tail(&mut c, &flags, (with_cas && !unswallowed).then_some(&key));
         let token_ok = token.len() <= 250;
         let mode = flags.iter().find(|f| f[0] == b'M').map(|f| f[1]);
         let clean_key = token == key || token == base64(&key);
@@ -1265,15 +1267,7 @@ impl Gen {
         self.meta_flag_error(&mut flags);
         let with_cas = self.rng.pct(15);
         c.put("md ").put(&token);
-        for f in &flags {
-            let sp = self.sp();
-            c.put(sp).put(f);
-        }
-        if with_cas {
-            let pick = self.cas_pick();
-            c.put(" C").cas(&key, pick);
-        }
-        c.put("\r\n");
+        self.meta_tail(&mut c, &flags, with_cas.then_some(&key));
         c
     }
 
@@ -1333,15 +1327,7 @@ impl Gen {
         self.meta_flag_error(&mut flags);
         let with_cas = self.rng.pct(8);
         c.put("ma ").put(&token);
-        for f in &flags {
-            let sp = self.sp();
-            c.put(sp).put(f);
-        }
-        if with_cas {
-            let pick = self.cas_pick();
-            c.put(" C").cas(&key, pick);
-        }
-        c.put("\r\n");
+        self.meta_tail(&mut c, &flags, with_cas.then_some(&key));
         c.arith = Some(key);
         c
     }
