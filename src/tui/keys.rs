@@ -148,24 +148,13 @@ pub const BINDINGS: &[Binding] = &[
     bind!(Typing, [ctrl('c')], Act::Quit, "", "quit", acts: false, footer: false),
 ];
 
-/// The scopes live in a mode, most specific first.
-fn scopes(app: &App) -> &'static [Scope] {
-    match app.mode {
-        Mode::Confirm(_) => &[Confirm],
-        Mode::Typing(_) => &[Typing],
-        Mode::Help | Mode::Browse => &[],
-    }
-}
-
 /// Whether a binding is live in the app's current mode and view.
 pub fn active(b: &Binding, app: &App) -> bool {
-    match app.mode {
-        Mode::Browse => match b.scope {
-            Global => true,
-            In(v) => v == app.view,
-            _ => false,
-        },
-        _ => scopes(app).contains(&b.scope),
+    match (&app.mode, b.scope) {
+        (Mode::Browse, Global) => true,
+        (Mode::Browse, In(v)) => v == app.view,
+        (Mode::Confirm(_), Confirm) | (Mode::Typing(_), Typing) => true,
+        _ => false,
     }
 }
 

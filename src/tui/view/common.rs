@@ -142,6 +142,19 @@ pub fn fit(s: &str, w: usize) -> String {
     }
 }
 
+/// Splits `text` into rows of at most `width` characters (an empty text is one empty row),
+/// so a panel can fold long lines and still count the rows it shows.
+pub fn fold(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars
+        .chunks(width.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +170,7 @@ mod tests {
         assert_eq!(clock(3_723_000), "01:02:03");
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(fit("ab", 4), "ab  ");
+        assert_eq!(fold("abcde", 2), ["ab", "cd", "e"]);
+        assert_eq!(fold("", 3), [""]);
     }
 }

@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::common::{boxed, clock};
+use super::common::{boxed, clock, fold};
 use crate::logging::LogLevel;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
@@ -30,27 +30,22 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             LogLevel::Debug => theme.log_debug,
             LogLevel::Trace => theme.log_trace,
         };
-        let chars: Vec<char> = l.text.chars().collect();
         let room = width.saturating_sub(PREFIX).max(1);
-        let mut entry = Vec::new();
-        for (i, chunk) in chars.chunks(room).enumerate() {
-            let text: String = chunk.iter().collect();
-            entry.push(if i == 0 {
-                Line::from(vec![
-                    Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
-                    Span::styled(format!("{:<5} ", l.level.label()), style),
-                    Span::styled(text, theme.text),
-                ])
-            } else {
-                Line::from(Span::styled(format!("{:PREFIX$}{text}", ""), theme.text))
-            });
-        }
-        if entry.is_empty() {
-            entry.push(Line::from(vec![
-                Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
-                Span::styled(format!("{:<5} ", l.level.label()), style),
-            ]));
-        }
+        let entry: Vec<Line> = fold(&l.text, room)
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                if i == 0 {
+                    Line::from(vec![
+                        Span::styled(format!("{} ", clock(l.at_ms)), theme.muted),
+                        Span::styled(format!("{:<5} ", l.level.label()), style),
+                        Span::styled(text, theme.text),
+                    ])
+                } else {
+                    Line::from(Span::styled(format!("{:PREFIX$}{text}", ""), theme.text))
+                }
+            })
+            .collect();
         rows.extend(entry.into_iter().rev());
     }
     rows.truncate(height);

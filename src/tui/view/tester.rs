@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::common::boxed;
+use super::common::{boxed, fold};
 use crate::tui::app::{App, Field, Mode};
 use crate::tui::tester::Said;
 use crate::tui::theme::Theme;
@@ -85,13 +85,4 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             f.set_cursor_position(Position::new(x, inner.y));
         }
     }
-}
-
-/// Splits `text` into rows of at most `width` characters.
-fn fold(text: &str, width: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.is_empty() {
-        return vec![String::new()];
-    }
-    chars.chunks(width).map(|c| c.iter().collect()).collect()
 }
