@@ -204,6 +204,16 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// A command, titled the way the footer reports its outcome.
+    fn command(command: Command) -> Effect {
+        Effect::Command {
+            what: command_title(&command),
+            command,
+        }
+    }
+}
+
 /// A short message in the footer about the last thing done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flash {
@@ -460,10 +470,7 @@ impl App {
                     (Some(p), true) => p.clone(),
                     _ => c.role.clone(),
                 };
-                return Some(Effect::Command {
-                    what: format!("revive {role}'s peer"),
-                    command: Command::RevivePeer { role },
-                });
+                return Some(Effect::command(Command::RevivePeer { role }));
             }
             Act::Traffic => {
                 let Some(t) = &self.snapshot.traffic else {
@@ -472,16 +479,7 @@ impl App {
                     );
                     return None;
                 };
-                let paused = !t.paused;
-                return Some(Effect::Command {
-                    what: if paused {
-                        "pause traffic"
-                    } else {
-                        "resume traffic"
-                    }
-                    .into(),
-                    command: Command::PauseTraffic { paused },
-                });
+                return Some(Effect::command(Command::PauseTraffic { paused: !t.paused }));
             }
             Act::FocusTester => {
                 if self.views().contains(&View::Tester) {
@@ -502,10 +500,7 @@ impl App {
             Act::Follow => self.log_scroll = 0,
             Act::Yes => {
                 if let Mode::Confirm(p) = std::mem::replace(&mut self.mode, Mode::Browse) {
-                    return Some(Effect::Command {
-                        what: command_title(&p.command),
-                        command: p.command,
-                    });
+                    return Some(Effect::command(p.command));
                 }
             }
             Act::No => {

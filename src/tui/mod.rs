@@ -172,48 +172,37 @@ async fn check(
     key: String,
     value: String,
 ) -> TesterOutcome {
-    let peer_label = peer.label();
-    let set = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
-    let since = Instant::now();
-    match send(control, &here, set.into_bytes()).await {
-        Ok((reply, _)) if reply.starts_with("STORED") => {}
-        Ok((reply, _)) => {
-            return TesterOutcome::Check {
-                peer: peer_label,
-                replicated_micros: None,
-                detail: format!("the set on {} answered {}", here.label(), reply.trim()),
-            };
+    let result = async {
+        let set = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        let since = Instant::now();
+        match send(control, &here, set.into_bytes()).await {
+            Ok((reply, _)) if reply.starts_with("STORED") => {}
+            Ok((reply, _)) => {
+                return Err(format!(
+                    "the set on {} answered {}",
+                    here.label(),
+                    reply.trim()
+                ));
+            }
+            Err(e) => return Err(format!("the set on {} failed: {e}", here.label())),
         }
-        Err(e) => {
-            return TesterOutcome::Check {
-                peer: peer_label,
-                replicated_micros: None,
-                detail: format!("the set on {} failed: {e}", here.label()),
-            };
-        }
+        let get = format!("get {key}\r\n").into_bytes();
+        exchange::wait_for_value(
+            || {
+                let get = get.clone();
+                let peer = peer.clone();
+                let control = control.clone();
+                async move { send(&control, &peer, get).await.map(|(r, _)| r) }
+            },
+            &value,
+            since,
+        )
+        .await
     }
-    let get = format!("get {key}\r\n").into_bytes();
-    let result = exchange::wait_for_value(
-        || {
-            let get = get.clone();
-            let peer = peer.clone();
-            let control = control.clone();
-            async move { send(&control, &peer, get).await.map(|(r, _)| r) }
-        },
-        &value,
-        since,
-    )
     .await;
-    match result {
-        Ok(us) => TesterOutcome::Check {
-            peer: peer_label,
-            replicated_micros: Some(us),
-            detail: String::new(),
-        },
-        Err(detail) => TesterOutcome::Check {
-            peer: peer_label,
-            replicated_micros: None,
-            detail,
-        },
+    TesterOutcome::Check {
+        peer: peer.label(),
+        detail: result.as_ref().err().cloned().unwrap_or_default(),
+        replicated_micros: result.ok(),
     }
 }
