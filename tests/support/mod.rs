@@ -179,8 +179,41 @@ pub fn spawn_memcached(extra: &[&str]) -> Option<Memcached> {
     panic!("memcached did not start");
 }
 
-/// A port the OS considers free right now.
+/// A port that is free right now and that the kernel will not hand out on its own.
+///
+/// A test that must know a port before the process listening on it starts (a replication pair
+/// names each other's addresses) cannot bind `:0`. A port taken from the ephemeral range and
+/// released can be reused at once by any outgoing connection on the machine, which made such
+/// tests fail now and then with "address in use". Ports below the ephemeral range are never
+/// chosen by the kernel, so only another test picking the same random port could collide, and
+/// within one process each port is handed out once.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 10_000;
+    if ephemeral_low > LOW + 1_000 {
+        let span = u64::from(ephemeral_low - LOW);
+        let random = RandomState::new();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let handed_out = handed_out.get_or_insert_with(HashSet::new);
+        for attempt in 0u64..1_000 {
+            let port = LOW + (random.hash_one((std::process::id(), attempt)) % span) as u16;
+            if handed_out.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
