@@ -13,6 +13,8 @@ pub enum Role {
     Master,
     /// A memcached-compatible cache node, replication slave.
     Slave,
+    /// An LVS-style TCP load balancer over the `[l4.services.*]` of the config.
+    L4,
     /// Everything on loopback from configs/demo.toml: a replicating cache pair, a gentle
     /// traffic generator, and the console.
     Demo,
@@ -23,6 +25,7 @@ impl Role {
         match self {
             Role::Master => "master",
             Role::Slave => "slave",
+            Role::L4 => "l4",
             Role::Demo => "demo",
         }
     }

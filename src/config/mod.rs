@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{Role, RunArgs, parse_size};
 
+pub mod balance;
+
+pub use balance::L4Config;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +25,9 @@ pub struct Config {
     /// A cache node in the slave role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slave: Option<CacheConfig>,
+    /// The L4 balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l4: Option<L4Config>,
     pub console: ConsoleConfig,
     /// The demo's traffic generator (present in `configs/demo.toml`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +87,7 @@ impl Default for DemoConfig {
 }
 
 /// `configs/demo.toml`, built in so `--role demo` runs from any directory.
-pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
+pub const DEMO_TOML: &str = include_str!("../../configs/demo.toml");
 
 /// Where and how logs are written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,25 +308,41 @@ fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Finds `key = ...` inside `[section]` to point a validation error at it.
-fn locate(source: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+/// Finds the line a validation error is about inside `[section]` (or its subsections): the
+/// line holding `value` when one is given (a server inside an inline array), else `key = ...`.
+fn locate(source: &str, section: &str, key: &str, value: Option<&str>) -> Option<(usize, usize)> {
     let mut current = String::new();
+    let nested = format!("{section}.");
+    let mut key_hit = None;
     for (i, raw) in source.lines().enumerate() {
         let line = raw.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            current = name.trim().to_string();
+        if line.starts_with('[') {
+            current = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
             continue;
         }
-        if current == section {
-            if let Some((k, _)) = line.split_once('=') {
-                if k.trim() == key {
-                    let col = raw.find(key).unwrap_or(0) + 1;
-                    return Some((i + 1, col));
-                }
-            }
+        if current != section && !(value.is_some() && current.starts_with(&nested)) {
+            continue;
+        }
+        if let Some(v) = value
+            && let Some(col) = raw.find(v)
+        {
+            return Some((i + 1, col + 1));
+        }
+        if key_hit.is_none()
+            && current == section
+            && let Some((k, _)) = line.split_once('=')
+            && k.trim() == key
+        {
+            key_hit = Some((i + 1, raw.find(key).unwrap_or(0) + 1));
         }
     }
-    None
+    key_hit
 }
 
 impl Config {
@@ -372,7 +395,7 @@ impl Config {
                 (&path, &source, e.locate.take())
             {
                 e.error.file = Some(path.clone());
-                e.error.position = locate(source, &section, &key);
+                e.error.position = locate(source, &section, &key, e.value.as_deref());
             }
             e.error
         })?;
@@ -395,7 +418,7 @@ impl Config {
         match role {
             Role::Master => Some(&mut self.master),
             Role::Slave => Some(&mut self.slave),
-            Role::Demo => None,
+            Role::Demo | Role::L4 => None,
         }
     }
 
@@ -418,6 +441,13 @@ impl Config {
                 } else {
                     *section = None;
                 }
+            }
+            if !args.role.contains(&Role::L4) {
+                self.l4 = None;
+            } else if self.l4.is_none() {
+                return Err(cli_error(
+                    "--role l4 needs [l4.services.NAME] sections in the config file (see configs/l4.toml)".into(),
+                ));
             }
         }
         if let Some(theme) = &args.theme {
@@ -507,6 +537,7 @@ impl Config {
                 message,
             },
             locate: Some((section.to_string(), key.to_string())),
+            value: None,
         };
         if !matches!(
             self.log.rotation.as_str(),
@@ -581,15 +612,27 @@ impl Config {
             }
         }
         let caches = self.caches();
-        if caches.is_empty() {
+        if caches.is_empty() && self.l4.is_none() {
             return Err(ValidationError {
                 error: ConfigError {
                     file: None,
                     position: None,
-                    message: "no role to run: pass --role master|slave|demo or add a [master] or [slave] section".into(),
+                    message: "no role to run: pass --role master|slave|l4|demo or add a [master], [slave] or [l4] section".into(),
                 },
                 locate: None,
+                value: None,
             });
+        }
+        if let Some(l4) = &self.l4 {
+            balance::validate_l4(l4).map_err(|p| ValidationError {
+                error: ConfigError {
+                    file: None,
+                    position: None,
+                    message: p.message,
+                },
+                locate: Some((p.section, p.key.to_string())),
+                value: p.value,
+            })?;
         }
         for (role, c) in &caches {
             let s = role.name();
@@ -830,6 +873,8 @@ fn apply_replication_cli(c: &mut CacheConfig, args: &RunArgs) {
 pub struct ValidationError {
     pub error: ConfigError,
     pub locate: Option<(String, String)>,
+    /// The bad value, when the line is better found by it than by the key.
+    pub value: Option<String>,
 }
 
 #[cfg(test)]
@@ -849,7 +894,7 @@ mod tests {
 
     #[test]
     fn the_example_master_config_is_valid() {
-        let text = include_str!("../configs/master.toml");
+        let text = include_str!("../../configs/master.toml");
         let cfg = load_text(text, RunArgs::default()).expect("valid");
         assert!(cfg.master.is_some());
         assert!(cfg.slave.is_none());

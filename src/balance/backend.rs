@@ -1,0 +1,396 @@
+//! One real server as every proxy worker, checker and snapshot sees it: its address, admin
+//! state, weight and health, and the counters operators read. Everything the hot path touches
+//! is an atomic; the check details sit behind a short mutex only the checker and snapshots
+//! take.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::health::{Health, Phase};
+use super::select::Load;
+
+/// What the operator set (ipvsadm weights and HAProxy's ready/drain/maint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes new connections.
+    #[default]
+    Ready,
+    /// Quiescent: open connections continue and persistent clients still reach it; nothing
+    /// new. Checks go on.
+    Drain,
+    /// Out of service: no traffic at all and no checks.
+    Maint,
+}
+
+impl AdminState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        }
+    }
+}
+
+/// The last completed health check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckReport {
+    /// HAProxy-style code and detail, e.g. `L7OK 200`, `L4CON connection refused`.
+    pub status: String,
+    pub duration_us: u64,
+}
+
+#[derive(Debug)]
+struct Checked {
+    health: Health,
+    last: Option<CheckReport>,
+}
+
+/// A real server.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The weight from the config: what "restore" returns to.
+    configured_weight: AtomicU32,
+    weight: AtomicU32,
+    admin: AtomicU8,
+    /// Health as the checker last decided (always true without checks).
+    up: AtomicBool,
+    overloaded: AtomicBool,
+    /// LVS's upper and lower connection thresholds (0 = no limit).
+    max_conns: AtomicU32,
+    min_conns: AtomicU32,
+    active: AtomicU32,
+    inactive: AtomicU32,
+    pub total: AtomicU64,
+    /// Client to server.
+    pub bytes_in: AtomicU64,
+    /// Server to client.
+    pub bytes_out: AtomicU64,
+    pub connect_errors: AtomicU64,
+    /// Connections that came here after a connect to another server failed.
+    pub retries: AtomicU64,
+    /// Unix ms of the last admin or health state change.
+    state_since_ms: AtomicU64,
+    checked: Mutex<Checked>,
+}
+
+/// The per-server settings a config gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    pub weight: u32,
+    pub max_conns: u32,
+    pub min_conns: u32,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Backend {
+    pub fn new(name: String, addr: SocketAddr, s: &BackendSettings, admin: AdminState, now_ms: u64) -> Backend {
+        Backend {
+            name,
+            addr,
+            configured_weight: AtomicU32::new(s.weight),
+            weight: AtomicU32::new(s.weight),
+            admin: AtomicU8::new(admin.to_u8()),
+            up: AtomicBool::new(true),
+            overloaded: AtomicBool::new(false),
+            max_conns: AtomicU32::new(s.max_conns),
+            min_conns: AtomicU32::new(s.min_conns),
+            active: AtomicU32::new(0),
+            inactive: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            state_since_ms: AtomicU64::new(now_ms),
+            checked: Mutex::new(Checked {
+                health: Health::new(s.rise, s.fall),
+                last: None,
+            }),
+        }
+    }
+
+    fn checked(&self) -> MutexGuard<'_, Checked> {
+        self.checked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Relaxed))
+    }
+
+    /// Returns the previous state.
+    pub fn set_admin(&self, state: AdminState, now_ms: u64) -> AdminState {
+        let old = AdminState::from_u8(self.admin.swap(state.to_u8(), Relaxed));
+        if old != state {
+            self.state_since_ms.store(now_ms, Relaxed);
+        }
+        old
+    }
+
+    pub fn configured_weight(&self) -> u32 {
+        self.configured_weight.load(Relaxed)
+    }
+
+    /// The weight in force (what `Load::weight` reports is 0 while draining).
+    pub fn current_weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Relaxed);
+    }
+
+    /// Applies a reloaded config's settings; a runtime weight change survives only if the
+    /// configured weight did not change.
+    pub fn reconfigure(&self, s: &BackendSettings) {
+        let old = self.configured_weight.swap(s.weight, Relaxed);
+        if old != s.weight {
+            self.weight.store(s.weight, Relaxed);
+        }
+        self.max_conns.store(s.max_conns, Relaxed);
+        self.min_conns.store(s.min_conns, Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.checked().health.phase()
+    }
+
+    /// Records a check result; returns `Some(up)` when it flipped the server's health.
+    pub fn record_check(&self, ok: bool, report: CheckReport, now_ms: u64) -> Option<bool> {
+        let mut c = self.checked();
+        c.last = Some(report);
+        let flip = c.health.observe(ok)?;
+        let up = flip == super::health::Flip::Up;
+        self.up.store(up, Relaxed);
+        self.state_since_ms.store(now_ms, Relaxed);
+        Some(up)
+    }
+
+    pub fn last_check(&self) -> Option<CheckReport> {
+        self.checked().last.clone()
+    }
+
+    /// Forgets health (checks were turned off by a reload): the server counts as up.
+    pub fn clear_health(&self) {
+        let mut c = self.checked();
+        c.health.set(true);
+        c.last = None;
+        self.up.store(true, Relaxed);
+    }
+
+    pub fn state_since_ms(&self) -> u64 {
+        self.state_since_ms.load(Relaxed)
+    }
+
+    /// In service for the hashing tables: healthy and ready. Weight comes on top.
+    pub fn in_service(&self) -> bool {
+        self.is_up() && self.admin() == AdminState::Ready
+    }
+
+    /// A persistent client may still come here: healthy and not in maintenance (a draining
+    /// server keeps its persistent clients, as LVS's quiescent servers and HAProxy's drain).
+    pub fn takes_persistent(&self) -> bool {
+        self.is_up() && self.admin() != AdminState::Maint && !self.overloaded.load(Relaxed)
+    }
+
+    pub fn active_conns(&self) -> u32 {
+        self.active.load(Relaxed)
+    }
+
+    pub fn inactive_conns(&self) -> u32 {
+        self.inactive.load(Relaxed)
+    }
+
+    pub fn is_overloaded(&self) -> bool {
+        self.overloaded.load(Relaxed)
+    }
+
+    /// Draining with no connections left: safe to remove.
+    pub fn removable(&self) -> bool {
+        self.admin() != AdminState::Ready && self.active_conns() == 0 && self.inactive_conns() == 0
+    }
+
+    /// Counts a new connection; the guard uncounts it when dropped.
+    pub fn connection(self: &std::sync::Arc<Self>) -> ConnGuard {
+        self.active.fetch_add(1, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+        self.update_overload();
+        ConnGuard {
+            backend: self.clone(),
+            inactive: false,
+        }
+    }
+
+    /// LVS: overloaded once active + inactive reach the upper threshold, usable again when
+    /// they fall to the lower one (3/4 of the upper by default).
+    fn update_overload(&self) {
+        let max = self.max_conns.load(Relaxed);
+        if max == 0 {
+            self.overloaded.store(false, Relaxed);
+            return;
+        }
+        let conns = self.active.load(Relaxed) + self.inactive.load(Relaxed);
+        let min = match self.min_conns.load(Relaxed) {
+            0 => max * 3 / 4,
+            m => m,
+        };
+        if conns >= max {
+            self.overloaded.store(true, Relaxed);
+        } else if conns <= min {
+            self.overloaded.store(false, Relaxed);
+        }
+    }
+}
+
+impl Load for std::sync::Arc<Backend> {
+    fn weight(&self) -> u32 {
+        if self.admin() == AdminState::Ready {
+            self.current_weight()
+        } else {
+            0
+        }
+    }
+    fn active(&self) -> u32 {
+        self.active_conns()
+    }
+    fn inactive(&self) -> u32 {
+        self.inactive_conns()
+    }
+    fn usable(&self) -> bool {
+        self.is_up() && self.admin() == AdminState::Ready && !self.is_overloaded()
+    }
+}
+
+/// One proxied connection's place in its server's counters.
+#[derive(Debug)]
+pub struct ConnGuard {
+    backend: std::sync::Arc<Backend>,
+    inactive: bool,
+}
+
+impl ConnGuard {
+    pub fn backend(&self) -> &std::sync::Arc<Backend> {
+        &self.backend
+    }
+
+    /// One side has closed: LVS counts such a connection as inactive.
+    pub fn set_inactive(&mut self) {
+        if !self.inactive {
+            self.inactive = true;
+            self.backend.inactive.fetch_add(1, Relaxed);
+            self.backend.active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.inactive {
+            self.backend.inactive.fetch_sub(1, Relaxed);
+        } else {
+            self.backend.active.fetch_sub(1, Relaxed);
+        }
+        self.backend.update_overload();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn backend(max: u32, min: u32) -> Arc<Backend> {
+        let s = BackendSettings {
+            weight: 2,
+            max_conns: max,
+            min_conns: min,
+            rise: 1,
+            fall: 1,
+        };
+        Arc::new(Backend::new("a".into(), "127.0.0.1:1".parse().expect("addr"), &s, AdminState::Ready, 0))
+    }
+
+    #[test]
+    fn connection_thresholds_have_hysteresis() {
+        let b = backend(4, 2);
+        let mut conns: Vec<ConnGuard> = (0..3).map(|_| b.connection()).collect();
+        assert!(b.usable());
+        conns.push(b.connection());
+        assert!(!b.usable(), "4 of 4: overloaded");
+        conns.pop();
+        assert!(!b.usable(), "3 is above the lower threshold");
+        conns.pop();
+        assert!(b.usable(), "2: back in");
+    }
+
+    #[test]
+    fn inactive_connections_are_counted_apart_and_released() {
+        let b = backend(0, 0);
+        let mut c = b.connection();
+        c.set_inactive();
+        c.set_inactive();
+        assert_eq!((b.active_conns(), b.inactive_conns()), (0, 1));
+        drop(c);
+        assert_eq!((b.active_conns(), b.inactive_conns()), (0, 0));
+        assert_eq!(b.total.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn drain_is_quiescent_and_reports_removable() {
+        let b = backend(0, 0);
+        let c = b.connection();
+        b.set_admin(AdminState::Drain, 5);
+        assert_eq!(b.weight(), 0);
+        assert!(b.takes_persistent());
+        assert!(!b.removable(), "a connection is still open");
+        drop(c);
+        assert!(b.removable());
+        b.set_admin(AdminState::Maint, 6);
+        assert!(!b.takes_persistent());
+    }
+
+    #[test]
+    fn a_reload_keeps_a_runtime_weight_unless_the_configured_one_changed() {
+        let b = backend(0, 0);
+        b.set_weight(7);
+        let mut s = BackendSettings {
+            weight: 2,
+            max_conns: 0,
+            min_conns: 0,
+            rise: 1,
+            fall: 1,
+        };
+        b.reconfigure(&s);
+        assert_eq!(b.current_weight(), 7);
+        s.weight = 3;
+        b.reconfigure(&s);
+        assert_eq!(b.current_weight(), 3);
+    }
+}

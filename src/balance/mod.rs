@@ -1,0 +1,11 @@
+//! Load balancing shared by the L4 and L7 roles: real servers and their counters
+//! (`backend`), the schedulers (`select`, `maglev`, `hash`), health (`health` state machine,
+//! `probe` checks, `checker` task), persistence (`persist`) and pools (`pool`) that put them
+//! together. `l4` is the TCP proxy on top.
+
+pub mod backend;
+pub mod hash;
+pub mod health;
+pub mod maglev;
+pub mod persist;
+pub mod select;
