@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::balance::backend::AdminState;
+use crate::balance::health::Phase;
 use crate::replication::shared::Status;
 
 /// Everything an operator can see about a node at one instant.
@@ -17,6 +19,85 @@ pub struct Snapshot {
     pub caches: Vec<CacheSnapshot>,
     /// The demo's traffic generator, when it runs.
     pub traffic: Option<TrafficSnapshot>,
+    /// The L4 balancer's virtual services, when it runs.
+    pub l4: Option<Vec<ServiceSnapshot>>,
+}
+
+/// A balanced service (an L4 virtual service) and its servers: what `ipvsadm -L --stats`
+/// and HAProxy's stats page show. Counters are totals; rates are deltas between snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSnapshot {
+    pub name: String,
+    pub listen: String,
+    pub scheduler: String,
+    /// Seconds a client sticks to its server (0 = no persistence).
+    pub persistence_secs: u64,
+    /// Enough usable weight to meet the quorum.
+    pub quorum_met: bool,
+    pub active: u64,
+    pub inactive: u64,
+    pub total_conns: u64,
+    /// Client to server.
+    pub bytes_in: u64,
+    /// Server to client.
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub retries: u64,
+    /// Clients turned away: no server could take them.
+    pub no_server: u64,
+    pub servers: Vec<ServerSnapshot>,
+    pub sorry_server: Option<ServerSnapshot>,
+}
+
+/// One real server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSnapshot {
+    pub name: String,
+    pub address: String,
+    pub admin: AdminState,
+    pub health: Phase,
+    /// Health checks run for it.
+    pub checked: bool,
+    pub weight: u32,
+    pub configured_weight: u32,
+    pub active: u32,
+    pub inactive: u32,
+    pub total_conns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub retries: u64,
+    /// At its max_conns threshold: takes nothing new.
+    pub overloaded: bool,
+    /// Draining or in maintenance with no connection left: safe to remove.
+    pub removable: bool,
+    /// The last check, e.g. `L7OK 200`.
+    pub check_status: Option<String>,
+    pub check_duration_us: Option<u64>,
+    /// Unix ms of the last change of admin state or health.
+    pub state_since_ms: u64,
+}
+
+impl ServerSnapshot {
+    /// How an operator reads its state: MAINT, DRAIN, DOWN, UP, or going up/down n/m.
+    pub fn state_label(&self) -> String {
+        match self.admin {
+            AdminState::Maint => "MAINT".into(),
+            AdminState::Drain if self.health.is_up() => "DRAIN".into(),
+            _ => self.health.label(),
+        }
+    }
+}
+
+/// A weight change, as `ipvsadm -e -w` or HAProxy's `set weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightChange {
+    Set(u32),
+    /// Relative: +1, -10 (clamped to 0-65535).
+    Add(i32),
+    /// Back to the configured weight.
+    Restore,
 }
 
 /// The demo's traffic generator.
@@ -111,6 +192,18 @@ pub enum Command {
     Switchover { role: String },
     /// Pause or resume the demo's traffic generator.
     PauseTraffic { paused: bool },
+    /// Set a balanced server's admin state: ready, drain or maint.
+    SetServerState {
+        pool: String,
+        server: String,
+        state: AdminState,
+    },
+    /// Change a balanced server's weight.
+    SetWeight {
+        pool: String,
+        server: String,
+        change: WeightChange,
+    },
 }
 
 /// The reply to a command.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use opsconsole::cli::{BenchTarget, Cli, Tool};
+use opsconsole::cli::{BenchTarget, Cli, RunArgs, Tool};
 use opsconsole::config::Config;
 use opsconsole::control::Control;
 use opsconsole::logging::{LogRing, Sink};
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, face, ring))
+    runtime.block_on(run(config, face, ring, cli.run))
 }
 
 /// What shows the node to the operator.
@@ -98,7 +98,7 @@ fn fatal(face: &Face, message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(config: Config, face: Face, ring: Option<LogRing>) -> ExitCode {
+async fn run(config: Config, face: Face, ring: Option<LogRing>, args: RunArgs) -> ExitCode {
     // Handlers go in before anything listens, so a signal sent as soon as the port is open is
     // a graceful stop rather than the default kill.
     let signals = match Signals::install() {
@@ -114,6 +114,12 @@ async fn run(config: Config, face: Face, ring: Option<LogRing>) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(node.clone(), args, hangups));
+        }
+        Err(e) => tracing::warn!("cannot install the SIGHUP handler; reload is off: {e}"),
+    }
     let why = match face {
         Face::Console(options) => {
             match tui::run(node.clone(), *options, ring, signals.recv()).await {
@@ -148,6 +154,24 @@ async fn headless(node: &Node, config: &Config, signals: Signals) -> &'static st
         tokio::select! {
             s = &mut signal => break s,
             _ = ticker.tick(), if status_every > 0 => tracing::info!("{}", status_line(&node.snapshot())),
+        }
+    }
+}
+
+/// SIGHUP: re-read the config and apply it to the balancers; a config that does not load or
+/// validate is logged and the running one stays.
+async fn reload_on_hangup(
+    node: Arc<Node>,
+    args: RunArgs,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        match Config::load(&args) {
+            Ok(config) => match node.reload(&config) {
+                Ok(changes) => tracing::info!("SIGHUP: config reloaded: {changes}"),
+                Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
+            },
+            Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::balance::l4::L4;
 use crate::cache::Engine;
 use crate::cache::engine::unix_now;
 use crate::cache::exec::run_text;
@@ -157,6 +158,8 @@ pub struct Node {
     pub caches: Vec<Arc<CacheSlot>>,
     /// The demo's traffic generator, when the config has a `[demo]` section.
     pub traffic: Option<Arc<Traffic>>,
+    /// The L4 balancer, when the config has an `[l4]` section.
+    pub l4: Option<L4>,
     cancel: CancellationToken,
     /// Tasks that are the node's rather than one cache's (traffic, restarts).
     tracker: TaskTracker,
@@ -208,6 +211,10 @@ impl Node {
             };
             bound.push((slot, listener, repl.map(|(l, _)| l)));
         }
+        let l4 = match &config.l4 {
+            Some(c) => Some(L4::start(c)?),
+            None => None,
+        };
         let mut caches: Vec<Arc<CacheSlot>> = Vec::new();
         for (slot, listener, repl) in bound {
             slot.launch(listener, repl, &cancel);
@@ -236,6 +243,7 @@ impl Node {
         Ok(Node {
             caches,
             traffic,
+            l4,
             cancel,
             tracker,
             runtime: tokio::runtime::Handle::current(),
@@ -246,6 +254,12 @@ impl Node {
     /// Stops accepting, lets connections finish, and waits up to `grace` for them.
     /// Returns false if something was still running when the grace period ended.
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        let started = Instant::now();
+        let l4_done = match &self.l4 {
+            Some(l4) => l4.shutdown(grace).await,
+            None => true,
+        };
+        let grace = grace.saturating_sub(started.elapsed());
         self.cancel.cancel();
         self.tracker.close();
         let trackers: Vec<TaskTracker> = self
@@ -260,14 +274,42 @@ impl Node {
         for t in &trackers {
             t.close();
         }
-        tokio::time::timeout(grace, async {
+        let caches_done = tokio::time::timeout(grace, async {
             self.tracker.wait().await;
             for t in &trackers {
                 t.wait().await;
             }
         })
         .await
-        .is_ok()
+        .is_ok();
+        l4_done && caches_done
+    }
+
+    /// Applies a re-read config to the running balancers (SIGHUP). Cache settings need a
+    /// restart and are left as they are.
+    pub fn reload(&self, config: &crate::config::Config) -> Result<String, String> {
+        match (&self.l4, &config.l4) {
+            (Some(l4), Some(c)) => l4
+                .reload(c)
+                .map(|changes| format!("l4: {changes}"))
+                .map_err(|e| e.to_string()),
+            (Some(_), None) => Err(
+                "the new config has no [l4] section; an L4 balancer cannot be removed by a reload"
+                    .into(),
+            ),
+            (None, Some(_)) => {
+                Err("the new config adds [l4]; starting a role needs a restart".into())
+            }
+            (None, None) => Ok(
+                "nothing to reload (only balancers reload; cache settings need a restart)".into(),
+            ),
+        }
+    }
+
+    fn l4(&self) -> Result<&L4, String> {
+        self.l4
+            .as_ref()
+            .ok_or_else(|| "no balancer runs on this node".to_string())
     }
 
     fn slot(&self, role: &str) -> Result<&Arc<CacheSlot>, String> {
@@ -465,6 +507,7 @@ impl Control for Node {
                 })
                 .collect(),
             traffic: self.traffic.as_ref().map(|t| t.snapshot()),
+            l4: self.l4.as_ref().map(|l| l.snapshot()),
         }
     }
 
@@ -513,6 +556,16 @@ impl Control for Node {
                     "traffic resumed".into()
                 }
             }
+            Command::SetServerState {
+                pool,
+                server,
+                state,
+            } => self.l4()?.set_state(&pool, &server, state)?,
+            Command::SetWeight {
+                pool,
+                server,
+                change,
+            } => self.l4()?.set_weight(&pool, &server, change)?,
         };
         Ok(CommandReply { output })
     }
@@ -545,5 +598,25 @@ pub fn status_line(s: &Snapshot) -> String {
             )
         })
         .collect();
+    let mut parts = parts;
+    for svc in s.l4.iter().flatten() {
+        let up = svc
+            .servers
+            .iter()
+            .filter(|x| x.health.is_up() && x.admin == crate::balance::backend::AdminState::Ready)
+            .count();
+        parts.push(format!(
+            "l4 {} {} servers={}/{} active={} conns={} in={} out={} errors={}",
+            svc.name,
+            svc.listen,
+            up,
+            svc.servers.len(),
+            svc.active,
+            svc.total_conns,
+            svc.bytes_in,
+            svc.bytes_out,
+            svc.connect_errors
+        ));
+    }
     format!("status: uptime={}s {}", s.uptime_secs, parts.join(" | "))
 }

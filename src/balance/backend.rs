@@ -107,7 +107,13 @@ pub struct BackendSettings {
 }
 
 impl Backend {
-    pub fn new(name: String, addr: SocketAddr, s: &BackendSettings, admin: AdminState, now_ms: u64) -> Backend {
+    pub fn new(
+        name: String,
+        addr: SocketAddr,
+        s: &BackendSettings,
+        admin: AdminState,
+        now_ms: u64,
+    ) -> Backend {
         Backend {
             name,
             addr,
@@ -334,7 +340,13 @@ mod tests {
             rise: 1,
             fall: 1,
         };
-        Arc::new(Backend::new("a".into(), "127.0.0.1:1".parse().expect("addr"), &s, AdminState::Ready, 0))
+        Arc::new(Backend::new(
+            "a".into(),
+            "127.0.0.1:1".parse().expect("addr"),
+            &s,
+            AdminState::Ready,
+            0,
+        ))
     }
 
     #[test]

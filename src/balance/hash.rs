@@ -53,7 +53,10 @@ mod tests {
     fn hashes_are_fixed_values() {
         // Pinned so a change that would remap every client across an upgrade shows up here.
         assert_eq!(bytes(0, b"10.0.0.1:80"), 6834485282503893322);
-        assert_eq!(client(IpAddr::from([192, 168, 1, 2]), Some(443)), 9936673092839384339);
+        assert_eq!(
+            client(IpAddr::from([192, 168, 1, 2]), Some(443)),
+            9936673092839384339
+        );
         assert_ne!(bytes(0, b"a"), bytes(1, b"a"));
         let v4 = client(IpAddr::from([10, 0, 0, 1]), None);
         assert_ne!(v4, client(IpAddr::from([10, 0, 0, 2]), None));

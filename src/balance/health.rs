@@ -11,9 +11,15 @@ pub enum Phase {
     Up,
     Down,
     /// Up, with `failed` of the `fall` bad checks that take it down seen in a row.
-    GoingDown { failed: u32, fall: u32 },
+    GoingDown {
+        failed: u32,
+        fall: u32,
+    },
     /// Down, with `passed` of the `rise` good checks that bring it up seen in a row.
-    GoingUp { passed: u32, rise: u32 },
+    GoingUp {
+        passed: u32,
+        rise: u32,
+    },
 }
 
 impl Phase {

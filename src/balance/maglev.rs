@@ -111,7 +111,10 @@ mod tests {
         let weighted = [(n[0].as_str(), 1), (n[1].as_str(), 3), (n[2].as_str(), 0)];
         let t = Maglev::build(&weighted, Maglev::DEFAULT_SIZE).expect("table");
         let s = shares(&t, 3);
-        assert!((s[0] - 0.25).abs() < 0.01 && (s[1] - 0.75).abs() < 0.01, "{s:?}");
+        assert!(
+            (s[0] - 0.25).abs() < 0.01 && (s[1] - 0.75).abs() < 0.01,
+            "{s:?}"
+        );
         assert_eq!(s[2], 0.0, "weight 0 owns no slot");
         assert!(Maglev::build(&[("a", 0)], 251).is_none());
     }

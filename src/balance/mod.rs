@@ -4,8 +4,12 @@
 //! together. `l4` is the TCP proxy on top.
 
 pub mod backend;
+pub mod checker;
 pub mod hash;
 pub mod health;
+pub mod l4;
 pub mod maglev;
 pub mod persist;
+pub mod pool;
+pub mod probe;
 pub mod select;

@@ -125,7 +125,13 @@ mod tests {
             rise: 1,
             fall: 1,
         };
-        Arc::new(Backend::new(name.into(), "127.0.0.1:1".parse().expect("addr"), &s, AdminState::Ready, 0))
+        Arc::new(Backend::new(
+            name.into(),
+            "127.0.0.1:1".parse().expect("addr"),
+            &s,
+            AdminState::Ready,
+            0,
+        ))
     }
 
     #[test]
@@ -134,12 +140,31 @@ mod tests {
         let t0 = Instant::now();
         let a = server("a");
         p.bind("10.0.0.7".parse().expect("ip"), &a, t0);
-        let same_net = p.lookup("10.0.0.99".parse().expect("ip"), t0 + Duration::from_secs(299));
+        let same_net = p.lookup(
+            "10.0.0.99".parse().expect("ip"),
+            t0 + Duration::from_secs(299),
+        );
         assert!(same_net.is_some_and(|s| Arc::ptr_eq(&s, &a)));
         assert!(p.lookup("10.0.1.7".parse().expect("ip"), t0).is_none());
-        p.touch("10.0.0.7".parse().expect("ip"), &a, t0 + Duration::from_secs(200));
-        assert!(p.lookup("10.0.0.7".parse().expect("ip"), t0 + Duration::from_secs(450)).is_some());
-        assert!(p.lookup("10.0.0.7".parse().expect("ip"), t0 + Duration::from_secs(501)).is_none());
+        p.touch(
+            "10.0.0.7".parse().expect("ip"),
+            &a,
+            t0 + Duration::from_secs(200),
+        );
+        assert!(
+            p.lookup(
+                "10.0.0.7".parse().expect("ip"),
+                t0 + Duration::from_secs(450)
+            )
+            .is_some()
+        );
+        assert!(
+            p.lookup(
+                "10.0.0.7".parse().expect("ip"),
+                t0 + Duration::from_secs(501)
+            )
+            .is_none()
+        );
         assert_eq!(p.sweep(t0 + Duration::from_secs(600)), 0);
     }
 
@@ -149,7 +174,10 @@ mod tests {
         let t0 = Instant::now();
         let a = server("a");
         p.bind("2001:db8::1".parse().expect("ip"), &a, t0);
-        assert!(p.lookup("2001:db8::ffff".parse().expect("ip"), t0).is_some());
+        assert!(
+            p.lookup("2001:db8::ffff".parse().expect("ip"), t0)
+                .is_some()
+        );
         assert!(p.lookup("2001:db9::1".parse().expect("ip"), t0).is_none());
     }
 }

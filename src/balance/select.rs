@@ -184,7 +184,12 @@ impl Scheduler {
 
     /// The server for a new connection from `client`, skipping the servers in `tried`
     /// (earlier attempts of this connection). `None` when no server may take it.
-    pub fn pick<S: Load>(&mut self, servers: &[S], client: &Client, tried: &[usize]) -> Option<usize> {
+    pub fn pick<S: Load>(
+        &mut self,
+        servers: &[S],
+        client: &Client,
+        tried: &[usize],
+    ) -> Option<usize> {
         let ok = |i: usize| !tried.contains(&i) && available(&servers[i]);
         match self.kind {
             SchedulerKind::Rr => self.round_robin(servers.len(), ok),
@@ -218,9 +223,7 @@ impl Scheduler {
                 })
             }
             SchedulerKind::Twos => self.twos(servers, ok),
-            SchedulerKind::Fo => {
-                best_by_weight(servers, (0..servers.len()).filter(|&i| ok(i)))
-            }
+            SchedulerKind::Fo => best_by_weight(servers, (0..servers.len()).filter(|&i| ok(i))),
             SchedulerKind::Ovf => best_by_weight(
                 servers,
                 (0..servers.len()).filter(|&i| ok(i) && servers[i].active() < servers[i].weight()),
@@ -335,7 +338,10 @@ fn least<S: Load>(
 }
 
 /// The highest weight among `candidates`; the first one on ties.
-fn best_by_weight<S: Load>(servers: &[S], candidates: impl Iterator<Item = usize>) -> Option<usize> {
+fn best_by_weight<S: Load>(
+    servers: &[S],
+    candidates: impl Iterator<Item = usize>,
+) -> Option<usize> {
     let mut best: Option<usize> = None;
     for i in candidates {
         if best.is_none_or(|b| servers[i].weight() > servers[b].weight()) {
@@ -478,7 +484,11 @@ mod tests {
         }
         s[0].weight = 1;
         let next: Vec<_> = (0..4).map(|_| sched.pick(&s, &c, &[])).collect();
-        assert_eq!(next.iter().filter(|p| **p == Some(1)).count(), 2, "{next:?}");
+        assert_eq!(
+            next.iter().filter(|p| **p == Some(1)).count(),
+            2,
+            "{next:?}"
+        );
     }
 
     #[test]

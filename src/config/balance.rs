@@ -10,7 +10,7 @@ use crate::balance::backend::AdminState;
 use crate::balance::select::SchedulerKind;
 
 /// The L4 balancer: virtual services, each a listener over a pool of real servers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct L4Config {
     /// Proxy worker threads, each with its own listener (SO_REUSEPORT) and event loop;
@@ -18,15 +18,6 @@ pub struct L4Config {
     pub threads: usize,
     /// `[l4.services.NAME]`: the name is how commands and the console address the service.
     pub services: BTreeMap<String, ServiceConfig>,
-}
-
-impl Default for L4Config {
-    fn default() -> Self {
-        L4Config {
-            threads: 0,
-            services: BTreeMap::new(),
-        }
-    }
 }
 
 impl L4Config {
@@ -273,7 +264,10 @@ pub fn validate_l4(l4: &L4Config) -> Result<(), Problem> {
                 &section,
                 "listen",
                 None,
-                format!("listen '{}' in {here} is not an address like 127.0.0.1:8000", s.listen),
+                format!(
+                    "listen '{}' in {here} is not an address like 127.0.0.1:8000",
+                    s.listen
+                ),
             )
         })?;
         if listen.port() != 0
@@ -297,14 +291,22 @@ pub fn validate_l4(l4: &L4Config) -> Result<(), Problem> {
             ));
         }
         parse_netmask(&s.persistence_netmask).map_err(|e| {
-            problem(&section, "persistence_netmask", None, format!("persistence_netmask in {here}: {e}"))
+            problem(
+                &section,
+                "persistence_netmask",
+                None,
+                format!("persistence_netmask in {here}: {e}"),
+            )
         })?;
         if s.persistence_v6_prefix > 128 {
             return Err(problem(
                 &section,
                 "persistence_v6_prefix",
                 None,
-                format!("persistence_v6_prefix {} in {here} is more than 128", s.persistence_v6_prefix),
+                format!(
+                    "persistence_v6_prefix {} in {here} is more than 128",
+                    s.persistence_v6_prefix
+                ),
             ));
         }
         if s.connect_timeout_ms == 0 {
@@ -328,7 +330,9 @@ pub fn validate_l4(l4: &L4Config) -> Result<(), Problem> {
                 &section,
                 "servers",
                 None,
-                format!("{here} has no servers and no sorry_server: add servers = [{{ address = \"127.0.0.1:8080\" }}]"),
+                format!(
+                    "{here} has no servers and no sorry_server: add servers = [{{ address = \"127.0.0.1:8080\" }}]"
+                ),
             ));
         }
         validate_servers(&section, &s.servers)?;
@@ -348,7 +352,10 @@ pub fn validate_servers(section: &str, servers: &[ServerConfig]) -> Result<(), P
                 section,
                 "servers",
                 Some(&s.address),
-                format!("server address '{}' in {here} is not an address like 127.0.0.1:8080", s.address),
+                format!(
+                    "server address '{}' in {here} is not an address like 127.0.0.1:8080",
+                    s.address
+                ),
             ));
         }
         if s.weight > 65535 {
@@ -356,7 +363,11 @@ pub fn validate_servers(section: &str, servers: &[ServerConfig]) -> Result<(), P
                 section,
                 "servers",
                 Some(s.name()),
-                format!("weight {} of server '{}' in {here} is more than 65535", s.weight, s.name()),
+                format!(
+                    "weight {} of server '{}' in {here} is more than 65535",
+                    s.weight,
+                    s.name()
+                ),
             ));
         }
         if s.min_conns > s.max_conns {
@@ -377,7 +388,10 @@ pub fn validate_servers(section: &str, servers: &[ServerConfig]) -> Result<(), P
                 section,
                 "servers",
                 Some(s.name()),
-                format!("server name '{}' in {here} must be non-empty and without '/'", s.name()),
+                format!(
+                    "server name '{}' in {here} must be non-empty and without '/'",
+                    s.name()
+                ),
             ));
         }
         if !names.insert(s.name()) {
@@ -385,7 +399,10 @@ pub fn validate_servers(section: &str, servers: &[ServerConfig]) -> Result<(), P
                 section,
                 "servers",
                 Some(s.name()),
-                format!("server '{}' appears twice in {here} (give each a distinct name)", s.name()),
+                format!(
+                    "server '{}' appears twice in {here} (give each a distinct name)",
+                    s.name()
+                ),
             ));
         }
     }
@@ -425,14 +442,22 @@ pub fn validate_check(section: &str, c: &CheckConfig) -> Result<(), Problem> {
     }
     if c.kind == CheckKind::Http {
         parse_status_ranges(&c.expect_status).map_err(|e| {
-            problem(section, "expect_status", None, format!("expect_status in {here}: {e}"))
+            problem(
+                section,
+                "expect_status",
+                None,
+                format!("expect_status in {here}: {e}"),
+            )
         })?;
         if !c.path.starts_with('/') || c.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(problem(
                 section,
                 "path",
                 None,
-                format!("path '{}' in {here} must start with / and hold no spaces or control characters", c.path),
+                format!(
+                    "path '{}' in {here} must start with / and hold no spaces or control characters",
+                    c.path
+                ),
             ));
         }
     }
@@ -446,7 +471,10 @@ mod tests {
     #[test]
     fn status_ranges_and_netmasks_parse() {
         assert_eq!(parse_status_ranges("200-399"), Ok(vec![(200, 399)]));
-        assert_eq!(parse_status_ranges("200, 204,301-302"), Ok(vec![(200, 200), (204, 204), (301, 302)]));
+        assert_eq!(
+            parse_status_ranges("200, 204,301-302"),
+            Ok(vec![(200, 200), (204, 204), (301, 302)])
+        );
         assert!(parse_status_ranges("399-200").is_err());
         assert!(parse_status_ranges("2xx").is_err());
         assert_eq!(parse_netmask("255.255.255.0"), Ok(0xFFFF_FF00));

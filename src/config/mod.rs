@@ -391,11 +391,9 @@ impl Config {
         };
         config.apply_cli(args)?;
         config.validate().map_err(|mut e| {
-            if let (Some(path), Some(source), Some((section, key))) =
-                (&path, &source, e.locate.take())
-            {
+            if let (Some(path), Some(source), Some(spot)) = (&path, &source, e.locate.take()) {
                 e.error.file = Some(path.clone());
-                e.error.position = locate(source, &section, &key, e.value.as_deref());
+                e.error.position = locate(source, &spot.section, &spot.key, spot.value.as_deref());
             }
             e.error
         })?;
@@ -536,8 +534,11 @@ impl Config {
                 position: None,
                 message,
             },
-            locate: Some((section.to_string(), key.to_string())),
-            value: None,
+            locate: Some(Box::new(Spot {
+                section: section.to_string(),
+                key: key.to_string(),
+                value: None,
+            })),
         };
         if !matches!(
             self.log.rotation.as_str(),
@@ -620,7 +621,6 @@ impl Config {
                     message: "no role to run: pass --role master|slave|l4|demo or add a [master], [slave] or [l4] section".into(),
                 },
                 locate: None,
-                value: None,
             });
         }
         if let Some(l4) = &self.l4 {
@@ -630,8 +630,11 @@ impl Config {
                     position: None,
                     message: p.message,
                 },
-                locate: Some((p.section, p.key.to_string())),
-                value: p.value,
+                locate: Some(Box::new(Spot {
+                    section: p.section,
+                    key: p.key.to_string(),
+                    value: p.value,
+                })),
             })?;
         }
         for (role, c) in &caches {
@@ -872,8 +875,16 @@ fn apply_replication_cli(c: &mut CacheConfig, args: &RunArgs) {
 #[derive(Debug)]
 pub struct ValidationError {
     pub error: ConfigError,
-    pub locate: Option<(String, String)>,
-    /// The bad value, when the line is better found by it than by the key.
+    pub locate: Option<Box<Spot>>,
+}
+
+/// Where in the file a validation error points.
+#[derive(Debug)]
+pub struct Spot {
+    pub section: String,
+    pub key: String,
+    /// The bad value, when the line is better found by it than by the key (a server inside
+    /// an inline array).
     pub value: Option<String>,
 }
 

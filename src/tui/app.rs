@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::control::{CacheSnapshot, Command, Snapshot};
+use crate::control::{CacheSnapshot, Command, Snapshot, WeightChange};
 use crate::logging::{LogLevel, LogLine};
 use crate::replication::shared::NodeRole;
 
@@ -850,6 +850,20 @@ fn command_title(c: &Command) -> String {
             "resume traffic"
         }
         .into(),
+        Command::SetServerState {
+            pool,
+            server,
+            state,
+        } => format!("{} {pool}/{server}", state.name()),
+        Command::SetWeight {
+            pool,
+            server,
+            change,
+        } => match change {
+            WeightChange::Set(w) => format!("weight {pool}/{server} = {w}"),
+            WeightChange::Add(d) => format!("weight {pool}/{server} {d:+}"),
+            WeightChange::Restore => format!("restore {pool}/{server}'s weight"),
+        },
     }
 }
 

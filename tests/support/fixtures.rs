@@ -97,6 +97,7 @@ fn snapshot(caches: Vec<CacheSnapshot>, at_ms: u64) -> Snapshot {
             requests: 24_000,
             errors: 3,
         }),
+        l4: None,
     }
 }
 

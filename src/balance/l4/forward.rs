@@ -1,0 +1,171 @@
+//! One client connection through the L4 balancer: pick a server (retrying others when a
+//! connect fails), send the PROXY header if asked, then copy bytes both ways until both
+//! sides are done. A half-close is passed on (the client's FIN becomes a FIN to the server and
+//! the other direction keeps flowing), and a connection idle for too long is closed.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use super::proxy_header;
+use super::service::Service;
+use crate::balance::backend::{Backend, ConnGuard};
+use crate::balance::pool::PoolCursor;
+use crate::balance::select::Client;
+use crate::config::balance::SendProxy;
+
+/// Bytes read per syscall in each direction.
+const BUFFER: usize = 32 * 1024;
+
+pub async fn serve(
+    service: Arc<Service>,
+    cursor: Rc<RefCell<PoolCursor>>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    service.accepted.fetch_add(1, Relaxed);
+    let _ = client.set_nodelay(true);
+    let Some((mut upstream, mut guard)) = connect(&service, &cursor, peer).await else {
+        return; // no server could take it: the client sees the connection close
+    };
+    let server = guard.backend().clone();
+    let header = match service.send_proxy() {
+        SendProxy::None => None,
+        SendProxy::V1 => client.local_addr().ok().map(|l| proxy_header::v1(peer, l)),
+        SendProxy::V2 => client.local_addr().ok().map(|l| proxy_header::v2(peer, l)),
+    };
+    if let Some(h) = header
+        && upstream.write_all(&h).await.is_err()
+    {
+        server.connect_errors.fetch_add(1, Relaxed);
+        return;
+    }
+    let idle = service.idle_timeout();
+    tokio::select! {
+        _ = relay(&mut client, &mut upstream, &mut guard, idle) => {}
+        _ = stop.cancelled() => {}
+    }
+    if let Some(p) = &service.pool.table().persistence {
+        p.touch(peer.ip(), &server, Instant::now());
+    }
+}
+
+/// Picks and connects, trying other servers when a connect fails or times out, up to the
+/// service's retries.
+async fn connect(
+    service: &Service,
+    cursor: &RefCell<PoolCursor>,
+    peer: SocketAddr,
+) -> Option<(TcpStream, ConnGuard)> {
+    let client = Client {
+        ip: peer.ip(),
+        port: peer.port(),
+    };
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    let timeout = service.connect_timeout();
+    loop {
+        let pick = cursor
+            .borrow_mut()
+            .pick(&service.pool, &client, &tried, Instant::now())?;
+        let server = pick.server;
+        if !tried.is_empty() {
+            server.retries.fetch_add(1, Relaxed);
+        }
+        // Counted from the start of the connect, so least-connection schedulers on other
+        // workers see it at once.
+        let guard = server.connection();
+        let error = match tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, guard));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        server.connect_errors.fetch_add(1, Relaxed);
+        tracing::debug!(
+            service = %service.name,
+            server = %server.name,
+            "connect to {} failed: {error}",
+            server.addr
+        );
+        drop(guard);
+        tried.push(server);
+        if tried.len() > service.retries() as usize {
+            return None;
+        }
+    }
+}
+
+/// Copies both ways until both directions ended, one failed, or nothing moved for `idle`.
+async fn relay(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    guard: &mut ConnGuard,
+    idle: Option<Duration>,
+) {
+    let server = guard.backend().clone();
+    let last = Cell::new(tokio::time::Instant::now());
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = upstream.split();
+    let inbound = pump(client_read, server_write, &server.bytes_in, &last);
+    let outbound = pump(server_read, client_write, &server.bytes_out, &last);
+    tokio::pin!(inbound, outbound);
+    let (mut inbound_done, mut outbound_done) = (false, false);
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let idle_timer = tokio::time::sleep(idle.unwrap_or(far));
+    tokio::pin!(idle_timer);
+    while !(inbound_done && outbound_done) {
+        tokio::select! {
+            r = &mut inbound, if !inbound_done => {
+                inbound_done = true;
+                guard.set_inactive();
+                if r.is_err() { return; }
+            }
+            r = &mut outbound, if !outbound_done => {
+                outbound_done = true;
+                guard.set_inactive();
+                if r.is_err() { return; }
+            }
+            _ = &mut idle_timer => {
+                let Some(limit) = idle else { continue };
+                let deadline = last.get() + limit;
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                idle_timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+/// One direction: read, write on, count; at end of input, pass the half-close on.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    counter: &AtomicU64,
+    last: &Cell<tokio::time::Instant>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            // The peer may already be gone; the other direction decides how this ends.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        counter.fetch_add(n as u64, Relaxed);
+        last.set(tokio::time::Instant::now());
+    }
+}

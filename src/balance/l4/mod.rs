@@ -1,0 +1,244 @@
+//! The L4 role: LVS-style TCP load balancing in userspace (NAT semantics: the real servers
+//! see connections from the balancer, or the client's address in a PROXY header). Owns the
+//! virtual services, the proxy workers and the checkers; applies reloads and operator
+//! actions.
+
+pub mod forward;
+pub mod proxy_header;
+pub mod service;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::backend::{AdminState, Backend};
+use crate::config::L4Config;
+use crate::config::balance::ServiceConfig;
+use crate::control::{ServiceSnapshot, WeightChange};
+use crate::replication::shared::now_ms;
+use service::Service;
+use worker::Assignment;
+
+pub struct L4 {
+    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    workers: Vec<mpsc::UnboundedSender<Assignment>>,
+    /// Stops accepting and checking.
+    cancel: CancellationToken,
+    /// Drops open connections (after the shutdown grace period).
+    stop: CancellationToken,
+    conns: TaskTracker,
+    checks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl L4 {
+    /// Binds every service's listeners (so a port conflict fails the start), starts the
+    /// workers and the checkers. Must run inside the node's runtime.
+    pub fn start(cfg: &L4Config) -> io::Result<L4> {
+        let threads = cfg.threads();
+        let mut bound = Vec::new();
+        for (name, s) in &cfg.services {
+            let listeners = worker::bind(name, address(&s.listen), threads)?;
+            bound.push((name, s, listeners));
+        }
+        let cancel = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
+        let workers = worker::spawn(threads, cancel.clone(), stop.clone(), conns.clone())?;
+        let l4 = L4 {
+            services: Mutex::new(BTreeMap::new()),
+            workers,
+            cancel,
+            stop,
+            conns,
+            checks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        for (name, s, listeners) in bound {
+            l4.launch(name, s, listeners)?;
+        }
+        Ok(l4)
+    }
+
+    fn launch(
+        &self,
+        name: &str,
+        cfg: &ServiceConfig,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> io::Result<()> {
+        let listen = listeners
+            .first()
+            .map(|l| l.local_addr())
+            .transpose()?
+            .unwrap_or_else(|| address(&cfg.listen));
+        let service = Arc::new(Service::new(name, listen, cfg));
+        service.start_checks(
+            cfg.check.as_ref(),
+            &self.checks,
+            &self.runtime,
+            &self.cancel,
+        );
+        for (tx, listener) in self.workers.iter().zip(listeners) {
+            let _ = tx.send(Assignment {
+                service: service.clone(),
+                listener,
+            });
+        }
+        tracing::info!(
+            service = name,
+            "l4 service {name} listening on {listen} ({} over {} servers)",
+            cfg.scheduler,
+            cfg.servers.len()
+        );
+        lock(&self.services).insert(name.to_string(), service);
+        Ok(())
+    }
+
+    /// The service's bound address (its port when the config said 0).
+    pub fn listen_addr(&self, service: &str) -> Option<std::net::SocketAddr> {
+        lock(&self.services).get(service).map(|s| s.listen)
+    }
+
+    /// Applies a new `[l4]` config without dropping an established connection: services
+    /// added, removed (listener closed, connections go on) or changed in place. Listeners
+    /// are bound before anything changes, so a port conflict leaves the old config running.
+    pub fn reload(&self, cfg: &L4Config) -> io::Result<String> {
+        let current: BTreeMap<String, Arc<Service>> = lock(&self.services).clone();
+        let threads = self.workers.len();
+        let mut fresh = Vec::new();
+        for (name, s) in &cfg.services {
+            let addr = address(&s.listen);
+            let same_place = current.get(name).is_some_and(|old| {
+                old.listen == addr || (addr.port() == 0 && old.listen.ip() == addr.ip())
+            });
+            if !same_place {
+                fresh.push((name, s, worker::bind(name, addr, threads)?));
+            }
+        }
+        let mut changes = Vec::new();
+        for (name, old) in &current {
+            let keep = cfg.services.contains_key(name) && !fresh.iter().any(|(n, _, _)| *n == name);
+            if !keep {
+                old.accepting.cancel();
+                old.stop_checks();
+                lock(&self.services).remove(name);
+                changes.push(format!("removed {name}"));
+            }
+        }
+        for (name, s) in &cfg.services {
+            if let Some(old) = lock(&self.services).get(name).cloned() {
+                old.reconfigure(s, &self.checks, &self.runtime, &self.cancel);
+                changes.push(format!("updated {name}"));
+            }
+        }
+        for (name, s, listeners) in fresh {
+            self.launch(name, s, listeners)?;
+            changes.push(format!("added {name}"));
+        }
+        Ok(changes.join(", "))
+    }
+
+    pub fn snapshot(&self) -> Vec<ServiceSnapshot> {
+        let services: Vec<Arc<Service>> = lock(&self.services).values().cloned().collect();
+        services.iter().map(|s| s.snapshot()).collect()
+    }
+
+    fn server(&self, pool: &str, server: &str) -> Result<(Arc<Service>, Arc<Backend>), String> {
+        let service = lock(&self.services)
+            .get(pool)
+            .cloned()
+            .ok_or_else(|| format!("no pool '{pool}' here"))?;
+        let backend = service
+            .pool
+            .table()
+            .find(server)
+            .cloned()
+            .ok_or_else(|| format!("no server '{server}' in pool '{pool}'"))?;
+        Ok((service, backend))
+    }
+
+    /// True when this balancer has a pool (service) of that name.
+    pub fn has_pool(&self, pool: &str) -> bool {
+        lock(&self.services).contains_key(pool)
+    }
+
+    pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
+        let (service, backend) = self.server(pool, server)?;
+        let old = backend.set_admin(state, now_ms());
+        service.pool.changed();
+        if old == state {
+            return Ok(format!("{pool}/{server} is already {}", state.name()));
+        }
+        tracing::info!(
+            pool,
+            server,
+            "server {server} in {pool}: {} -> {} by an operator",
+            old.name(),
+            state.name()
+        );
+        Ok(format!(
+            "{pool}/{server}: {} -> {}",
+            old.name(),
+            state.name()
+        ))
+    }
+
+    pub fn set_weight(
+        &self,
+        pool: &str,
+        server: &str,
+        change: WeightChange,
+    ) -> Result<String, String> {
+        let (service, backend) = self.server(pool, server)?;
+        let old = backend.current_weight();
+        let new = match change {
+            WeightChange::Set(w) if w > 65535 => {
+                return Err(format!("weight {w} is more than 65535"));
+            }
+            WeightChange::Set(w) => w,
+            WeightChange::Add(d) => (i64::from(old) + i64::from(d)).clamp(0, 65535) as u32,
+            WeightChange::Restore => backend.configured_weight(),
+        };
+        backend.set_weight(new);
+        service.pool.changed();
+        if old != new {
+            tracing::info!(
+                pool,
+                server,
+                "server {server} in {pool}: weight {old} -> {new} by an operator"
+            );
+        }
+        Ok(format!("{pool}/{server}: weight {old} -> {new}"))
+    }
+
+    /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
+    /// Returns false if connections were still open at the end.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.cancel.cancel();
+        for s in lock(&self.services).values() {
+            s.accepting.cancel();
+            s.stop_checks();
+        }
+        self.conns.close();
+        self.checks.close();
+        let finished = tokio::time::timeout(grace, self.conns.wait()).await.is_ok();
+        self.stop.cancel();
+        finished
+    }
+}
+
+/// Addresses were validated with the config.
+fn address(text: &str) -> std::net::SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+}

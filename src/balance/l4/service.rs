@@ -1,0 +1,345 @@
+//! A virtual service: its listener address, its pool, the forwarding settings connections
+//! read when they start, the checker tasks of its servers, and its snapshot. A reload changes
+//! a service in place, so listeners and open connections are untouched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::backend::{Backend, BackendSettings};
+use crate::balance::checker;
+use crate::balance::persist::Persistence;
+use crate::balance::pool::{Pool, PoolTable};
+use crate::balance::probe::Probe;
+use crate::balance::select::{HashOptions, Load};
+use crate::config::balance::{CheckConfig, SendProxy, ServerConfig, ServiceConfig, parse_netmask};
+use crate::control::{ServerSnapshot, ServiceSnapshot};
+use crate::replication::shared::now_ms;
+
+pub struct Service {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub pool: Arc<Pool>,
+    connect_timeout_ms: AtomicU64,
+    idle_timeout_secs: AtomicU64,
+    retries: AtomicU32,
+    send_proxy: AtomicU8,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Counters of servers a reload removed, so the service's totals do not drop.
+    retired: Mutex<Retired>,
+    /// Cancelled when the service is removed: its listeners stop (connections go on).
+    pub accepting: CancellationToken,
+    checks: Mutex<Checks>,
+}
+
+#[derive(Default)]
+struct Retired {
+    bytes_in: u64,
+    bytes_out: u64,
+    connect_errors: u64,
+    retries: u64,
+}
+
+#[derive(Default)]
+struct Checks {
+    config: Option<CheckConfig>,
+    /// Per server name, the checker task's token.
+    running: HashMap<String, CancellationToken>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn settings(s: &ServerConfig, check: Option<&CheckConfig>) -> BackendSettings {
+    BackendSettings {
+        weight: s.weight,
+        max_conns: s.max_conns,
+        min_conns: s.min_conns,
+        rise: check.map_or(1, |c| c.rise),
+        fall: check.map_or(1, |c| c.fall),
+    }
+}
+
+fn send_proxy_code(p: SendProxy) -> u8 {
+    match p {
+        SendProxy::None => 0,
+        SendProxy::V1 => 1,
+        SendProxy::V2 => 2,
+    }
+}
+
+/// The config's address strings were validated at load.
+fn address(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// A pool table for `cfg`, reusing the servers (and their counters, connections and
+/// health) of `old` that kept their name and address.
+fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
+    let now = now_ms();
+    let check = cfg.check.as_ref();
+    let servers = cfg
+        .servers
+        .iter()
+        .map(|s| {
+            let addr = address(&s.address);
+            let kept = old
+                .and_then(|t| t.find(s.name()))
+                .filter(|b| b.addr == addr)
+                .cloned();
+            match kept {
+                Some(b) => {
+                    b.reconfigure(&settings(s, check));
+                    b
+                }
+                None => Arc::new(Backend::new(
+                    s.name().to_string(),
+                    addr,
+                    &settings(s, check),
+                    s.state,
+                    now,
+                )),
+            }
+        })
+        .collect();
+    let persistence = (cfg.persistence_timeout_secs > 0).then(|| {
+        let timeout = Duration::from_secs(cfg.persistence_timeout_secs);
+        let mask = parse_netmask(&cfg.persistence_netmask).unwrap_or(u32::MAX);
+        Arc::new(Persistence::new(timeout, mask, cfg.persistence_v6_prefix))
+    });
+    let sorry = cfg.sorry_server.as_ref().map(|a| {
+        let addr = address(a);
+        old.and_then(|t| t.sorry.clone())
+            .filter(|b| b.addr == addr)
+            .unwrap_or_else(|| {
+                let s = ServerConfig {
+                    address: a.clone(),
+                    ..ServerConfig::default()
+                };
+                Arc::new(Backend::new(
+                    format!("sorry {a}"),
+                    addr,
+                    &settings(&s, None),
+                    s.state,
+                    now,
+                ))
+            })
+    });
+    PoolTable {
+        servers,
+        scheduler: cfg.scheduler,
+        hash: HashOptions {
+            port: cfg.hash_port,
+            fallback: cfg.hash_fallback,
+        },
+        persistence,
+        sorry,
+        quorum: cfg.quorum,
+    }
+}
+
+impl Service {
+    pub fn new(name: &str, listen: SocketAddr, cfg: &ServiceConfig) -> Service {
+        let table = build_table(cfg, None);
+        let s = Service {
+            name: name.to_string(),
+            listen,
+            pool: Arc::new(Pool::new(name.to_string(), table)),
+            connect_timeout_ms: AtomicU64::new(0),
+            idle_timeout_secs: AtomicU64::new(0),
+            retries: AtomicU32::new(0),
+            send_proxy: AtomicU8::new(0),
+            accepted: AtomicU64::new(0),
+            retired: Mutex::new(Retired::default()),
+            accepting: CancellationToken::new(),
+            checks: Mutex::new(Checks::default()),
+        };
+        s.set_forwarding(cfg);
+        s
+    }
+
+    fn set_forwarding(&self, cfg: &ServiceConfig) {
+        self.connect_timeout_ms
+            .store(cfg.connect_timeout_ms, Relaxed);
+        self.idle_timeout_secs.store(cfg.idle_timeout_secs, Relaxed);
+        self.retries.store(cfg.retries, Relaxed);
+        self.send_proxy
+            .store(send_proxy_code(cfg.send_proxy), Relaxed);
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Relaxed))
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout_secs.load(Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Relaxed)
+    }
+
+    pub fn send_proxy(&self) -> SendProxy {
+        match self.send_proxy.load(Relaxed) {
+            1 => SendProxy::V1,
+            2 => SendProxy::V2,
+            _ => SendProxy::None,
+        }
+    }
+
+    /// Applies a reloaded config: servers, weights, scheduler, persistence, forwarding
+    /// settings and checks. Established connections keep their servers.
+    pub fn reconfigure(
+        &self,
+        cfg: &ServiceConfig,
+        tracker: &TaskTracker,
+        runtime: &tokio::runtime::Handle,
+        root: &CancellationToken,
+    ) {
+        let old = self.pool.table();
+        let table = build_table(cfg, Some(&old));
+        let mut retired = lock(&self.retired);
+        for gone in old
+            .servers
+            .iter()
+            .filter(|o| !table.servers.iter().any(|n| Arc::ptr_eq(n, o)))
+        {
+            retired.bytes_in += gone.bytes_in.load(Relaxed);
+            retired.bytes_out += gone.bytes_out.load(Relaxed);
+            retired.connect_errors += gone.connect_errors.load(Relaxed);
+            retired.retries += gone.retries.load(Relaxed);
+        }
+        drop(retired);
+        self.pool.replace(table);
+        self.set_forwarding(cfg);
+        self.start_checks(cfg.check.as_ref(), tracker, runtime, root);
+    }
+
+    /// Makes the running checkers match `check`: one per server, restarted when the check
+    /// settings changed, stopped for servers that left.
+    pub fn start_checks(
+        &self,
+        check: Option<&CheckConfig>,
+        tracker: &TaskTracker,
+        runtime: &tokio::runtime::Handle,
+        root: &CancellationToken,
+    ) {
+        let table = self.pool.table();
+        let mut checks = lock(&self.checks);
+        if checks.config.as_ref() != check {
+            for (_, token) in checks.running.drain() {
+                token.cancel();
+            }
+            if check.is_none() {
+                for s in &table.servers {
+                    s.clear_health();
+                }
+                self.pool.changed();
+            }
+            checks.config = check.cloned();
+        }
+        let Some(cfg) = check else { return };
+        checks.running.retain(|name, token| {
+            let stays = table.find(name).is_some();
+            if !stays {
+                token.cancel();
+            }
+            stays
+        });
+        let probe = Probe::new(cfg);
+        let interval = Duration::from_millis(cfg.interval_ms);
+        for server in &table.servers {
+            if checks.running.contains_key(&server.name) {
+                continue;
+            }
+            let token = root.child_token();
+            checks.running.insert(server.name.clone(), token.clone());
+            tracker.spawn_on(
+                checker::run(
+                    self.pool.clone(),
+                    server.clone(),
+                    probe.clone(),
+                    interval,
+                    token,
+                ),
+                runtime,
+            );
+        }
+    }
+
+    /// Stops the checkers (the service is removed or the node stops).
+    pub fn stop_checks(&self) {
+        for (_, token) in lock(&self.checks).running.drain() {
+            token.cancel();
+        }
+    }
+
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        let table = self.pool.table();
+        let checked = lock(&self.checks).config.is_some();
+        let servers: Vec<ServerSnapshot> = table
+            .servers
+            .iter()
+            .map(|s| server_snapshot(s, checked))
+            .collect();
+        let sorry = table.sorry.as_ref().map(|s| server_snapshot(s, false));
+        let all = || servers.iter().chain(sorry.iter());
+        let retired = lock(&self.retired);
+        ServiceSnapshot {
+            name: self.name.clone(),
+            listen: self.listen.to_string(),
+            scheduler: table.scheduler.name().to_string(),
+            persistence_secs: table
+                .persistence
+                .as_ref()
+                .map_or(0, |p| p.timeout().as_secs()),
+            quorum_met: table.usable_weight() >= u64::from(table.quorum),
+            active: all().map(|s| u64::from(s.active)).sum(),
+            inactive: all().map(|s| u64::from(s.inactive)).sum(),
+            total_conns: self.accepted.load(Relaxed),
+            bytes_in: retired.bytes_in + all().map(|s| s.bytes_in).sum::<u64>(),
+            bytes_out: retired.bytes_out + all().map(|s| s.bytes_out).sum::<u64>(),
+            connect_errors: retired.connect_errors + all().map(|s| s.connect_errors).sum::<u64>(),
+            retries: retired.retries + all().map(|s| s.retries).sum::<u64>(),
+            no_server: self.pool.no_server.load(Relaxed),
+            servers,
+            sorry_server: sorry,
+        }
+    }
+}
+
+pub fn server_snapshot(s: &Arc<Backend>, checked: bool) -> ServerSnapshot {
+    let last = s.last_check();
+    ServerSnapshot {
+        name: s.name.clone(),
+        address: s.addr.to_string(),
+        admin: s.admin(),
+        health: s.phase(),
+        checked,
+        weight: s.current_weight(),
+        configured_weight: s.configured_weight(),
+        active: s.active(),
+        inactive: s.inactive(),
+        total_conns: s.total.load(Relaxed),
+        bytes_in: s.bytes_in.load(Relaxed),
+        bytes_out: s.bytes_out.load(Relaxed),
+        connect_errors: s.connect_errors.load(Relaxed),
+        retries: s.retries.load(Relaxed),
+        overloaded: s.is_overloaded(),
+        removable: s.removable(),
+        check_status: last.as_ref().map(|c| c.status.clone()),
+        check_duration_us: last.map(|c| c.duration_us),
+        state_since_ms: s.state_since_ms(),
+    }
+}
