@@ -3,6 +3,7 @@
 //! with deadlines instead of sleeping.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod cluster;
 pub mod conn;
 pub mod fixtures;
