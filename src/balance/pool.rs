@@ -140,6 +140,11 @@ impl PoolCursor {
         self.scheduler.rebuild(&members);
     }
 
+    /// The pool's persistence table as this worker last saw it.
+    pub fn persistence(&self) -> Option<Arc<Persistence>> {
+        self.table.persistence.clone()
+    }
+
     /// The server for a new connection from `client`, avoiding `tried` (servers this
     /// connection already failed to reach).
     pub fn pick(

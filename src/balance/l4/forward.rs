@@ -51,11 +51,13 @@ pub async fn serve(
         return;
     }
     let idle = service.idle_timeout();
+    // From this worker's view of the pool, so ending a connection takes no shared lock.
+    let persistence = cursor.borrow().persistence();
     tokio::select! {
         _ = relay(&mut client, &mut upstream, &mut guard, idle) => {}
         _ = stop.cancelled() => {}
     }
-    if let Some(p) = &service.pool.table().persistence {
+    if let Some(p) = &persistence {
         p.touch(peer.ip(), &server, Instant::now());
     }
 }
