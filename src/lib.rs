@@ -23,4 +23,5 @@ pub mod demo;
 pub mod logging;
 pub mod node;
 pub mod replication;
+pub mod sync;
 pub mod tui;

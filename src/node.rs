@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ use crate::control::{
 use crate::demo::Traffic;
 use crate::replication::replicator::{Replicator, Settings};
 use crate::replication::shared::{Counters, Shared, now_ms};
+use crate::sync::lock;
 
 /// How long a stopped cache's connections get to close before it may start again.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -52,10 +53,6 @@ pub struct Running {
     pub replicator: Option<Arc<Replicator>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CacheSlot {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::{Health, Phase};
 use super::select::Load;
+use crate::sync::lock;
 
 /// What the operator set (ipvsadm weights and HAProxy's ready/drain/maint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -140,7 +141,7 @@ impl Backend {
     }
 
     fn checked(&self) -> MutexGuard<'_, Checked> {
-        self.checked.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.checked)
     }
 
     pub fn admin(&self) -> AdminState {

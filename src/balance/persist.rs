@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::backend::Backend;
+use crate::sync::lock;
 
 const SHARDS: usize = 16;
 
@@ -58,9 +59,7 @@ impl Persistence {
 
     fn shard(&self, key: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
         let h = super::hash::client(*key, None);
-        self.shards[(h as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.shards[(h as usize) % SHARDS])
     }
 
     /// The server this client is bound to, if the binding is still fresh.
@@ -104,7 +103,7 @@ impl Persistence {
         self.shards
             .iter()
             .map(|s| {
-                let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(s);
                 s.retain(|_, e| e.expires > now);
                 s.len()
             })

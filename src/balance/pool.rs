@@ -5,12 +5,13 @@
 //! (persistence aside, which is shared by nature).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::backend::Backend;
 use super::persist::Persistence;
 use super::select::{Client, HashOptions, Load, Scheduler, SchedulerKind};
+use crate::sync::lock;
 
 /// What a pool is made of; replaced whole by a reload.
 #[derive(Debug)]
@@ -66,17 +67,13 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Arc<PoolTable>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn table(&self) -> Arc<PoolTable> {
-        self.lock().clone()
+        lock(&self.table).clone()
     }
 
     /// Replaces the pool's make-up (a reload); connections keep their servers.
     pub fn replace(&self, table: PoolTable) {
-        *self.lock() = Arc::new(table);
+        *lock(&self.table) = Arc::new(table);
         self.changed();
     }
 

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +17,7 @@ use super::auth;
 use super::link::{self, Hello};
 use super::shared::{LinkPhase, NodeRole, Shared, now_ms};
 use crate::cache::Engine;
+use crate::sync::lock;
 
 /// Resolved replication settings.
 #[derive(Debug, Clone)]
@@ -89,10 +90,6 @@ fn peer_cache_addr(peer_addr: &str, cache_port: u16) -> Option<String> {
     } else {
         format!("{host}:{cache_port}")
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Replicator {

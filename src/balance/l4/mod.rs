@@ -10,7 +10,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ use crate::config::L4Config;
 use crate::config::balance::ServiceConfig;
 use crate::control::{ServiceSnapshot, WeightChange};
 use crate::replication::shared::now_ms;
+use crate::sync::lock;
 use service::Service;
 use worker::Assignment;
 
@@ -35,10 +36,6 @@ pub struct L4 {
     conns: TaskTracker,
     checks: TaskTracker,
     runtime: tokio::runtime::Handle,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl L4 {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::balance::select::{HashOptions, Load};
 use crate::config::balance::{CheckConfig, SendProxy, ServerConfig, ServiceConfig, parse_netmask};
 use crate::control::{ServerSnapshot, ServiceSnapshot};
 use crate::replication::shared::now_ms;
+use crate::sync::lock;
 
 pub struct Service {
     pub name: String,
@@ -51,10 +52,6 @@ struct Checks {
     config: Option<CheckConfig>,
     /// Per server name, the checker task's token.
     running: HashMap<String, CancellationToken>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn settings(s: &ServerConfig, check: Option<&CheckConfig>) -> BackendSettings {
