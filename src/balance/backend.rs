@@ -207,7 +207,7 @@ impl Backend {
     /// Forgets health (checks were turned off by a reload): the server counts as up.
     pub fn clear_health(&self) {
         let mut c = self.checked();
-        c.health.set(true);
+        c.health.reset();
         c.last = None;
         self.up.store(true, Relaxed);
     }
@@ -291,7 +291,7 @@ impl Load for std::sync::Arc<Backend> {
         self.inactive_conns()
     }
     fn usable(&self) -> bool {
-        self.is_up() && self.admin() == AdminState::Ready && !self.is_overloaded()
+        self.in_service() && !self.is_overloaded()
     }
 }
 
@@ -326,6 +326,20 @@ impl Drop for ConnGuard {
         }
         self.backend.update_overload();
     }
+}
+
+/// A ready server at a placeholder address, for the pool and persistence tests.
+#[cfg(test)]
+pub(crate) fn test_server(name: &str, weight: u32) -> std::sync::Arc<Backend> {
+    let s = BackendSettings {
+        weight,
+        max_conns: 0,
+        min_conns: 0,
+        rise: 1,
+        fall: 1,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    std::sync::Arc::new(Backend::new(name.into(), addr, &s, AdminState::Ready, 0))
 }
 
 #[cfg(test)]

@@ -101,10 +101,9 @@ impl Health {
         }
     }
 
-    /// Marks the server down at once (a check configured to start it down, or a reload
-    /// that keeps its state).
-    pub fn set(&mut self, up: bool) {
-        self.up = up;
+    /// Back to a fresh start: up, no streak (checks were turned off).
+    pub fn reset(&mut self) {
+        self.up = true;
         self.streak = 0;
     }
 }

@@ -4,6 +4,7 @@
 //! to its weight's share, and when one of N members leaves only about 1/N of the slots move.
 
 use super::hash;
+use super::select::gcd;
 
 /// One slot per entry; an entry is a server index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +79,6 @@ impl Maglev {
     pub fn server(&self, slot: usize) -> usize {
         usize::from(self.table[slot])
     }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(test)]

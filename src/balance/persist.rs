@@ -114,30 +114,13 @@ impl Persistence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::backend::{AdminState, BackendSettings};
-
-    fn server(name: &str) -> Arc<Backend> {
-        let s = BackendSettings {
-            weight: 1,
-            max_conns: 0,
-            min_conns: 0,
-            rise: 1,
-            fall: 1,
-        };
-        Arc::new(Backend::new(
-            name.into(),
-            "127.0.0.1:1".parse().expect("addr"),
-            &s,
-            AdminState::Ready,
-            0,
-        ))
-    }
+    use crate::balance::backend::test_server;
 
     #[test]
     fn a_client_network_is_bound_until_the_timeout() {
         let p = Persistence::new(Duration::from_secs(300), 0xFFFF_FF00, 128);
         let t0 = Instant::now();
-        let a = server("a");
+        let a = test_server("a", 1);
         p.bind("10.0.0.7".parse().expect("ip"), &a, t0);
         let same_net = p.lookup(
             "10.0.0.99".parse().expect("ip"),
@@ -171,7 +154,7 @@ mod tests {
     fn ipv6_clients_are_masked_by_prefix() {
         let p = Persistence::new(Duration::from_secs(10), u32::MAX, 64);
         let t0 = Instant::now();
-        let a = server("a");
+        let a = test_server("a", 1);
         p.bind("2001:db8::1".parse().expect("ip"), &a, t0);
         assert!(
             p.lookup("2001:db8::ffff".parse().expect("ip"), t0)

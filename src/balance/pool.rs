@@ -49,14 +49,6 @@ pub struct Pool {
     pub no_server: AtomicU64,
 }
 
-/// Where a new connection goes.
-#[derive(Debug, Clone)]
-pub struct Pick {
-    pub server: Arc<Backend>,
-    /// The sorry server (the pool is below quorum or has no usable server).
-    pub sorry: bool,
-}
-
 impl Pool {
     pub fn new(name: String, table: PoolTable) -> Pool {
         Pool {
@@ -143,28 +135,28 @@ impl PoolCursor {
     }
 
     /// The server for a new connection from `client`, avoiding `tried` (servers this
-    /// connection already failed to reach).
+    /// connection already failed to reach): a real server, or the sorry server when the pool
+    /// is below quorum or none can take it.
     pub fn pick(
         &mut self,
         pool: &Pool,
         client: &Client,
         tried: &[Arc<Backend>],
         now: Instant,
-    ) -> Option<Pick> {
+    ) -> Option<Arc<Backend>> {
         self.refresh(pool);
         let t = &self.table;
         let was_tried = |s: &Arc<Backend>| tried.iter().any(|x| Arc::ptr_eq(x, s));
+        // The last resort: the sorry server, else the client is turned away.
         let sorry = || {
-            t.sorry.as_ref().filter(|s| !was_tried(s)).map(|s| Pick {
-                server: s.clone(),
-                sorry: true,
-            })
+            let s = t.sorry.as_ref().filter(|s| !was_tried(s)).cloned();
+            if s.is_none() {
+                pool.no_server.fetch_add(1, Relaxed);
+            }
+            s
         };
         if t.sorry.is_some() && t.usable_weight() < u64::from(t.quorum) {
-            return sorry().or_else(|| {
-                pool.no_server.fetch_add(1, Relaxed);
-                None
-            });
+            return sorry();
         }
         if let Some(p) = &t.persistence
             && let Some(s) = p.lookup(client.ip, now)
@@ -172,10 +164,7 @@ impl PoolCursor {
             && s.takes_persistent()
             && t.servers.iter().any(|x| Arc::ptr_eq(x, &s))
         {
-            return Some(Pick {
-                server: s,
-                sorry: false,
-            });
+            return Some(s);
         }
         let skip: Vec<usize> = (0..t.servers.len())
             .filter(|&i| was_tried(&t.servers[i]))
@@ -186,15 +175,9 @@ impl PoolCursor {
                 if let Some(p) = &t.persistence {
                     p.bind(client.ip, &server, now);
                 }
-                Some(Pick {
-                    server,
-                    sorry: false,
-                })
+                Some(server)
             }
-            None => sorry().or_else(|| {
-                pool.no_server.fetch_add(1, Relaxed);
-                None
-            }),
+            None => sorry(),
         }
     }
 }
@@ -202,26 +185,9 @@ impl PoolCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::backend::{AdminState, BackendSettings};
+    use crate::balance::backend::{AdminState, test_server};
     use std::net::IpAddr;
     use std::time::Duration;
-
-    fn server(name: &str, weight: u32) -> Arc<Backend> {
-        let s = BackendSettings {
-            weight,
-            max_conns: 0,
-            min_conns: 0,
-            rise: 1,
-            fall: 1,
-        };
-        Arc::new(Backend::new(
-            name.into(),
-            "127.0.0.1:1".parse().expect("addr"),
-            &s,
-            AdminState::Ready,
-            0,
-        ))
-    }
 
     fn pool(
         servers: Vec<Arc<Backend>>,
@@ -253,7 +219,11 @@ mod tests {
 
     #[test]
     fn the_sorry_server_takes_clients_only_below_quorum() {
-        let (a, b, sorry) = (server("a", 1), server("b", 1), server("sorry", 1));
+        let (a, b, sorry) = (
+            test_server("a", 1),
+            test_server("b", 1),
+            test_server("sorry", 1),
+        );
         let p = pool(
             vec![a.clone(), b.clone()],
             SchedulerKind::Rr,
@@ -263,17 +233,15 @@ mod tests {
         );
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
-        assert!(!c.pick(&p, &client(1), &[], now).expect("pick").sorry);
+        let is_sorry = |s: Arc<Backend>| Arc::ptr_eq(&s, &sorry);
+        assert!(!is_sorry(c.pick(&p, &client(1), &[], now).expect("pick")));
         b.set_admin(AdminState::Maint, 1);
         p.changed();
         let pick = c.pick(&p, &client(1), &[], now).expect("pick");
-        assert!(
-            pick.sorry && Arc::ptr_eq(&pick.server, &sorry),
-            "weight 1 < quorum 2"
-        );
+        assert!(is_sorry(pick), "weight 1 < quorum 2");
         a.set_admin(AdminState::Maint, 1);
         p.changed();
-        assert!(c.pick(&p, &client(1), &[], now).expect("pick").sorry);
+        assert!(is_sorry(c.pick(&p, &client(1), &[], now).expect("pick")));
         assert!(
             c.pick(&p, &client(1), std::slice::from_ref(&sorry), now)
                 .is_none()
@@ -283,27 +251,27 @@ mod tests {
 
     #[test]
     fn persistence_keeps_a_client_on_its_server_while_usable_and_through_drain() {
-        let (a, b) = (server("a", 1), server("b", 1));
+        let (a, b) = (test_server("a", 1), test_server("b", 1));
         let p = pool(vec![a.clone(), b.clone()], SchedulerKind::Rr, None, 1, true);
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
-        let first = c.pick(&p, &client(9), &[], now).expect("pick").server;
+        let first = c.pick(&p, &client(9), &[], now).expect("pick");
         for _ in 0..5 {
-            let again = c.pick(&p, &client(9), &[], now).expect("pick").server;
+            let again = c.pick(&p, &client(9), &[], now).expect("pick");
             assert!(Arc::ptr_eq(&first, &again));
         }
         first.set_admin(AdminState::Drain, 1);
         p.changed();
-        let drained = c.pick(&p, &client(9), &[], now).expect("pick").server;
+        let drained = c.pick(&p, &client(9), &[], now).expect("pick");
         assert!(
             Arc::ptr_eq(&first, &drained),
             "a draining server keeps its persistent clients"
         );
-        let fresh = c.pick(&p, &client(10), &[], now).expect("pick").server;
+        let fresh = c.pick(&p, &client(10), &[], now).expect("pick");
         assert!(!Arc::ptr_eq(&first, &fresh), "but takes no new ones");
         first.set_admin(AdminState::Maint, 2);
         p.changed();
-        let moved = c.pick(&p, &client(9), &[], now).expect("pick").server;
+        let moved = c.pick(&p, &client(9), &[], now).expect("pick");
         assert!(
             !Arc::ptr_eq(&first, &moved),
             "maintenance breaks persistence"
@@ -312,24 +280,18 @@ mod tests {
 
     #[test]
     fn a_reload_reaches_every_cursor() {
-        let p = pool(vec![server("a", 1)], SchedulerKind::Rr, None, 1, false);
+        let p = pool(vec![test_server("a", 1)], SchedulerKind::Rr, None, 1, false);
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
-        assert_eq!(
-            c.pick(&p, &client(1), &[], now).expect("pick").server.name,
-            "a"
-        );
+        assert_eq!(c.pick(&p, &client(1), &[], now).expect("pick").name, "a");
         p.replace(PoolTable {
-            servers: vec![server("b", 1)],
+            servers: vec![test_server("b", 1)],
             scheduler: SchedulerKind::Wlc,
             hash: HashOptions::default(),
             persistence: None,
             sorry: None,
             quorum: 1,
         });
-        assert_eq!(
-            c.pick(&p, &client(1), &[], now).expect("pick").server.name,
-            "b"
-        );
+        assert_eq!(c.pick(&p, &client(1), &[], now).expect("pick").name, "b");
     }
 }

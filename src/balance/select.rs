@@ -72,11 +72,6 @@ impl SchedulerKind {
             SchedulerKind::Ovf => "ovf",
         }
     }
-
-    /// Schedulers that map a client address to a server through a table.
-    pub fn hashes(self) -> bool {
-        matches!(self, SchedulerKind::Sh | SchedulerKind::Mh)
-    }
 }
 
 impl fmt::Display for SchedulerKind {
@@ -395,7 +390,8 @@ fn sh_table(members: &[(&str, u32)]) -> Vec<u16> {
     table
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
+/// Greatest common divisor; `gcd(x, 0) == x`, so folding from 0 skips zero weights.
+pub(crate) fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 

@@ -76,10 +76,9 @@ async fn connect(
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let timeout = service.connect_timeout();
     loop {
-        let pick = cursor
+        let server = cursor
             .borrow_mut()
             .pick(&service.pool, &client, &tried, Instant::now())?;
-        let server = pick.server;
         if !tried.is_empty() {
             server.retries.fetch_add(1, Relaxed);
         }

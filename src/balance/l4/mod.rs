@@ -23,7 +23,7 @@ use crate::config::balance::ServiceConfig;
 use crate::control::{ServiceSnapshot, WeightChange};
 use crate::replication::shared::now_ms;
 use crate::sync::lock;
-use service::Service;
+use service::{Service, address};
 use worker::Assignment;
 
 pub struct L4 {
@@ -164,11 +164,6 @@ impl L4 {
         Ok((service, backend))
     }
 
-    /// True when this balancer has a pool (service) of that name.
-    pub fn has_pool(&self, pool: &str) -> bool {
-        lock(&self.services).contains_key(pool)
-    }
-
     pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
         let (service, backend) = self.server(pool, server)?;
         let old = backend.set_admin(state, now_ms());
@@ -232,10 +227,4 @@ impl L4 {
         self.stop.cancel();
         finished
     }
-}
-
-/// Addresses were validated with the config.
-fn address(text: &str) -> std::net::SocketAddr {
-    text.parse()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }

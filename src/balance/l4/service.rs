@@ -73,7 +73,7 @@ fn send_proxy_code(p: SendProxy) -> u8 {
 }
 
 /// The config's address strings were validated at load.
-fn address(text: &str) -> SocketAddr {
+pub fn address(text: &str) -> SocketAddr {
     text.parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
