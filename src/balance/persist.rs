@@ -14,6 +14,24 @@ use crate::sync::lock;
 
 const SHARDS: usize = 16;
 
+/// A shard is swept of expired bindings when it grows to this size, then whenever it doubles
+/// from what the sweep left: clients that never come back cost amortised O(1) per bind and
+/// never pile up.
+const FIRST_SWEEP: usize = 1024;
+
+#[derive(Debug)]
+struct Shard {
+    bindings: HashMap<IpAddr, Entry>,
+    sweep_at: usize,
+}
+
+impl Shard {
+    fn sweep(&mut self, now: Instant) {
+        self.bindings.retain(|_, e| e.expires > now);
+        self.sweep_at = (self.bindings.len() * 2).max(FIRST_SWEEP);
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     server: Arc<Backend>,
@@ -25,7 +43,7 @@ pub struct Persistence {
     timeout: Duration,
     v4_mask: u32,
     v6_prefix: u8,
-    shards: Vec<Mutex<HashMap<IpAddr, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl Persistence {
@@ -35,7 +53,14 @@ impl Persistence {
             timeout,
             v4_mask,
             v6_prefix: v6_prefix.min(128),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        bindings: HashMap::new(),
+                        sweep_at: FIRST_SWEEP,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -57,7 +82,7 @@ impl Persistence {
         }
     }
 
-    fn shard(&self, key: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+    fn shard(&self, key: &IpAddr) -> MutexGuard<'_, Shard> {
         let h = super::hash::client(*key, None);
         lock(&self.shards[(h as usize) % SHARDS])
     }
@@ -66,10 +91,10 @@ impl Persistence {
     pub fn lookup(&self, ip: IpAddr, now: Instant) -> Option<Arc<Backend>> {
         let key = self.key(ip);
         let mut shard = self.shard(&key);
-        match shard.get(&key) {
+        match shard.bindings.get(&key) {
             Some(e) if e.expires > now => Some(e.server.clone()),
             Some(_) => {
-                shard.remove(&key);
+                shard.bindings.remove(&key);
                 None
             }
             None => None,
@@ -79,19 +104,23 @@ impl Persistence {
     /// Binds (or re-binds) the client to `server` and restarts its timeout.
     pub fn bind(&self, ip: IpAddr, server: &Arc<Backend>, now: Instant) {
         let key = self.key(ip);
-        self.shard(&key).insert(
+        let mut shard = self.shard(&key);
+        shard.bindings.insert(
             key,
             Entry {
                 server: server.clone(),
                 expires: now + self.timeout,
             },
         );
+        if shard.bindings.len() >= shard.sweep_at {
+            shard.sweep(now);
+        }
     }
 
     /// Restarts the timeout of a binding that still points at `server` (a connection ended).
     pub fn touch(&self, ip: IpAddr, server: &Arc<Backend>, now: Instant) {
         let key = self.key(ip);
-        if let Some(e) = self.shard(&key).get_mut(&key)
+        if let Some(e) = self.shard(&key).bindings.get_mut(&key)
             && Arc::ptr_eq(&e.server, server)
         {
             e.expires = now + self.timeout;
@@ -104,8 +133,8 @@ impl Persistence {
             .iter()
             .map(|s| {
                 let mut s = lock(s);
-                s.retain(|_, e| e.expires > now);
-                s.len()
+                s.sweep(now);
+                s.bindings.len()
             })
             .sum()
     }
@@ -148,6 +177,27 @@ mod tests {
             .is_none()
         );
         assert_eq!(p.sweep(t0 + Duration::from_secs(600)), 0);
+    }
+
+    #[test]
+    fn bindings_of_clients_that_never_return_do_not_pile_up() {
+        let p = Persistence::new(Duration::from_secs(10), u32::MAX, 128);
+        let a = test_server("a", 1);
+        let t0 = Instant::now();
+        let client = |n: u32| IpAddr::from(n.to_be_bytes());
+        for n in 0..20_000 {
+            p.bind(client(n), &a, t0);
+        }
+        // The first crowd has long expired when a second, different one arrives.
+        let later = t0 + Duration::from_secs(60);
+        for n in 20_000..40_000 {
+            p.bind(client(n), &a, later);
+        }
+        let held: usize = p.shards.iter().map(|s| lock(s).bindings.len()).sum();
+        assert!(
+            held < 30_000,
+            "{held} bindings held; the expired ones were never dropped"
+        );
     }
 
     #[test]
