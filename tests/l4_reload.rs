@@ -5,13 +5,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use support::backends::{Backend, Behaviour, ask, hold, round_trip};
-use support::{DEADLINE, free_port, signal};
+use support::{free_port, signal};
 
 struct Process {
     child: Child,
@@ -28,15 +28,7 @@ impl Drop for Process {
 impl Process {
     /// Waits for a log line containing `text`; returns it.
     fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {text:?} within {DEADLINE:?}"),
-            }
-        }
+        support::wait_for_line(&self.log, text)
     }
 }
 
@@ -68,30 +60,18 @@ fn sighup_reload_under_traffic_resets_no_connection() {
     let path = dir.join("l4.toml");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     std::fs::write(&path, config(listen, "rr", &[&a, &b])).expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsconsole"))
-        .args(["--headless", "--role", "l4", "--config"])
-        .arg(&path)
-        .arg("--log-dir")
-        .arg(dir.join("log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start opsconsole");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let node = Process { child, log: rx };
+    let config_path = path.to_str().expect("utf-8 path").to_string();
+    let log_dir = dir.join("log").to_str().expect("utf-8 path").to_string();
+    let (child, log) = support::spawn_logged(&[
+        "--headless",
+        "--role",
+        "l4",
+        "--config",
+        &config_path,
+        "--log-dir",
+        &log_dir,
+    ]);
+    let node = Process { child, log };
     node.wait_for("l4 service web listening on");
 
     // A connection that lives across both reloads.

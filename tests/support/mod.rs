@@ -55,13 +55,10 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     panic!("process did not exit within {DEADLINE:?}");
 }
 
-/// Starts `opsconsole --headless` with `args` (which should include `-p 0`) and waits until it
-/// logs the address its cache listener is bound to.
-pub fn spawn_node(args: &[&str]) -> Node {
+/// Starts `opsconsole` with exactly `args`; every stderr line it prints is forwarded to the
+/// receiver.
+pub fn spawn_logged<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsconsole"))
-        .arg("--headless")
-        .arg("--log-dir")
-        .arg(std::env::temp_dir().join("opsconsole-test-logs"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -77,6 +74,30 @@ pub fn spawn_node(args: &[&str]) -> Node {
             }
         }
     });
+    (child, rx)
+}
+
+/// Waits for a log line containing `text`; returns it, or panics at the deadline.
+pub fn wait_for_line(log: &mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {text:?} within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Starts `opsconsole --headless` with `args` (which should include `-p 0`) and waits until it
+/// logs the address its cache listener is bound to.
+pub fn spawn_node(args: &[&str]) -> Node {
+    let log_dir = std::env::temp_dir().join("opsconsole-test-logs");
+    let mut all: Vec<std::ffi::OsString> =
+        vec!["--headless".into(), "--log-dir".into(), log_dir.into()];
+    all.extend(args.iter().map(Into::into));
+    let (mut child, rx) = spawn_logged(&all);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
