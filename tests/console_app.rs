@@ -4,12 +4,15 @@
 mod support;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use opsconsole::control::Command;
+use opsconsole::balance::backend::AdminState;
+use opsconsole::control::{Command, WeightChange};
 use opsconsole::logging::{LogLevel, LogLine};
-use opsconsole::tui::app::{Action, App, Effect, Field, Mode, SortKey, TesterOutcome, View};
+use opsconsole::tui::app::{
+    Action, App, Effect, Field, Mode, ServerSort, SortKey, TesterOutcome, View,
+};
 use opsconsole::tui::keys;
 use opsconsole::tui::tester::{Said, Target, TargetChoice};
-use support::fixtures::{T0, app_with, copying, failed_over, streaming};
+use support::fixtures::{T0, app_with, balancer, copying, failed_over, streaming};
 
 fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
     press(app, KeyEvent::new(code, KeyModifiers::NONE))
@@ -532,4 +535,242 @@ fn the_readme_lists_every_key_as_the_table_defines_it() {
         "README.md lacks these key table rows:\n{}",
         missing.join("\n")
     );
+}
+
+fn balancer_view() -> App {
+    let mut app = app_with(balancer());
+    assert_eq!(app.views(), [View::Overview, View::L4, View::Log]);
+    ch(&mut app, '2');
+    assert_eq!(app.view, View::L4);
+    app
+}
+
+fn selected(app: &App) -> String {
+    let r = app.l4_selected.as_ref().expect("a server is selected");
+    format!("{}/{}", r.service, r.server)
+}
+
+fn command(effect: Option<Effect>) -> Command {
+    match effect {
+        Some(Effect::Command { command, .. }) => command,
+        other => panic!("expected a command, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_balancer_node_has_the_l4_view_and_no_cache_views() {
+    let app = balancer_view();
+    assert_eq!(
+        selected(&app),
+        "cache/master",
+        "the first server is selected"
+    );
+    let hints = keys::footer_hints(&app);
+    let first: Vec<&str> = hints.iter().take(4).map(|(_, h, _)| *h).collect();
+    assert_eq!(
+        first,
+        ["drain", "maint", "ready", "weight±"],
+        "view keys lead"
+    );
+    assert!(
+        !hints
+            .iter()
+            .any(|(_, h, _)| *h == "kill peer" || *h == "tester"),
+        "no cache key is offered without a cache: {hints:?}"
+    );
+    assert_eq!(
+        hints.iter().filter(|(k, _, _)| k == "s").count(),
+        1,
+        "s is offered once, as the servers' sort"
+    );
+}
+
+#[test]
+fn j_k_walk_the_servers_of_every_service() {
+    let mut app = balancer_view();
+    let mut seen = vec![selected(&app)];
+    for _ in 0..5 {
+        ch(&mut app, 'j');
+        seen.push(selected(&app));
+    }
+    assert_eq!(
+        seen,
+        [
+            "cache/master",
+            "cache/slave",
+            "web/app1",
+            "web/app2",
+            "web/app3",
+            "web/app3"
+        ]
+    );
+    key(&mut app, KeyCode::Up);
+    assert_eq!(selected(&app), "web/app2");
+}
+
+#[test]
+fn d_and_r_drain_and_ready_the_selected_server() {
+    let mut app = balancer_view();
+    ch(&mut app, 'j');
+    ch(&mut app, 'j');
+    let drain = command(ch(&mut app, 'd'));
+    assert_eq!(
+        drain,
+        Command::SetServerState {
+            pool: "web".into(),
+            server: "app1".into(),
+            state: AdminState::Drain
+        }
+    );
+    let ready = command(ch(&mut app, 'r'));
+    assert!(matches!(
+        ready,
+        Command::SetServerState {
+            state: AdminState::Ready,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn m_asks_before_maintenance() {
+    let mut app = balancer_view();
+    assert_eq!(ch(&mut app, 'm'), None);
+    let Mode::Confirm(p) = &app.mode else {
+        panic!("m must ask first, mode is {:?}", app.mode);
+    };
+    assert!(p.question.contains("cache/master"), "{}", p.question);
+    assert!(
+        p.question.contains("open connections go on"),
+        "{}",
+        p.question
+    );
+    let maint = command(ch(&mut app, 'y'));
+    assert_eq!(
+        maint,
+        Command::SetServerState {
+            pool: "cache".into(),
+            server: "master".into(),
+            state: AdminState::Maint
+        }
+    );
+    ch(&mut app, 'm');
+    ch(&mut app, 'n');
+    assert_eq!(app.mode, Mode::Browse);
+}
+
+#[test]
+fn weight_keys_step_by_one_and_ten_and_w_restores() {
+    let mut app = balancer_view();
+    let expect = [
+        ('+', WeightChange::Add(1)),
+        ('-', WeightChange::Add(-1)),
+        ('>', WeightChange::Add(10)),
+        ('<', WeightChange::Add(-10)),
+        ('w', WeightChange::Restore),
+    ];
+    for (c, change) in expect {
+        assert_eq!(
+            command(ch(&mut app, c)),
+            Command::SetWeight {
+                pool: "cache".into(),
+                server: "master".into(),
+                change
+            },
+            "key {c}"
+        );
+    }
+}
+
+#[test]
+fn s_sorts_the_servers_and_worst_state_comes_first() {
+    let mut app = balancer_view();
+    let cache_sort = app.sort;
+    let names = |app: &App| -> Vec<String> {
+        app.visible_l4()
+            .iter()
+            .flat_map(|(svc, servers)| {
+                servers
+                    .iter()
+                    .map(move |s| format!("{}/{}", svc.name, s.name))
+            })
+            .collect()
+    };
+    while app.l4_sort != ServerSort::State {
+        ch(&mut app, 's');
+    }
+    assert_eq!(app.sort, cache_sort, "the cache tables keep their order");
+    assert_eq!(
+        names(&app),
+        [
+            "cache/slave",
+            "cache/master",
+            "web/app3",
+            "web/app2",
+            "web/app1"
+        ]
+    );
+    ch(&mut app, 's');
+    assert_eq!(app.l4_sort, ServerSort::Name);
+}
+
+#[test]
+fn the_filter_narrows_services_and_servers() {
+    let mut app = balancer_view();
+    type_line_filter(&mut app, "down");
+    let shown: Vec<(String, usize)> = app
+        .visible_l4()
+        .iter()
+        .map(|(svc, servers)| (svc.name.clone(), servers.len()))
+        .collect();
+    assert_eq!(shown, [("web".to_string(), 1)], "only app3 is down");
+    ch(&mut app, 'j');
+    assert_eq!(selected(&app), "web/app3", "the hidden selection gives way");
+    type_line_filter(&mut app, "cache");
+    assert_eq!(
+        app.visible_l4()[0].1.len(),
+        2,
+        "a service's name shows all of it"
+    );
+}
+
+fn type_line_filter(app: &mut App, text: &str) {
+    key(app, KeyCode::Esc);
+    ch(app, '/');
+    for _ in 0..20 {
+        key(app, KeyCode::Backspace);
+    }
+    type_line(app, text);
+}
+
+#[test]
+fn server_rates_come_from_the_snapshots() {
+    let app = balancer_view();
+    let app1 = app.l4_trend("web", Some("app1")).expect("app1 has a trend");
+    assert!(app1.rates.cps > 0.0, "{:?}", app1.rates);
+    assert!(
+        app1.cps.len() >= 50,
+        "a minute of history: {}",
+        app1.cps.len()
+    );
+    let web = app.l4_trend("web", None).expect("web has a trend");
+    assert!(web.rates.cps >= app1.rates.cps);
+}
+
+#[test]
+fn read_only_disables_the_server_keys() {
+    let mut app = App::new(true, 1000);
+    app.update(Action::Refresh(Box::new(balancer()), Vec::new()));
+    ch(&mut app, '2');
+    for c in ['d', 'm', 'r', '+', '-', '>', '<', 'w'] {
+        assert_eq!(ch(&mut app, c), None, "{c} must do nothing");
+        assert_eq!(app.mode, Mode::Browse);
+        assert!(
+            app.flash
+                .clone()
+                .expect("says why")
+                .text
+                .contains("read-only")
+        );
+    }
 }

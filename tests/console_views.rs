@@ -16,7 +16,7 @@ use opsconsole::tui::view;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use support::fixtures::{T0, app_with, copying, failed_over, streaming};
+use support::fixtures::{T0, app_with, balancer, copying, failed_over, streaming};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
@@ -113,6 +113,35 @@ fn replication_just_failed_over() {
 }
 
 #[test]
+fn l4_balancer() {
+    // app2 selected: drained to weight 0 and empty.
+    let app = app_in(balancer(), "2jjj");
+    golden("l4", &app);
+    let screen = text(&draw(&app, &Theme::default(), 80, 24));
+    for want in [
+        "DRAIN empty",
+        "DOWN 1/2↑",
+        "MAINT",
+        "standby",
+        "2/3 up",
+        "removable",
+        "web/app2",
+    ] {
+        assert!(screen.contains(want), "{want} missing:\n{screen}");
+    }
+}
+
+#[test]
+fn l4_overview() {
+    golden("overview-l4", &app_in(balancer(), ""));
+}
+
+#[test]
+fn l4_maintenance_question() {
+    golden("confirm-maint", &app_in(balancer(), "2m"));
+}
+
+#[test]
 fn cache() {
     golden("cache", &app_in(streaming(5), "3"));
 }
@@ -202,6 +231,9 @@ fn every_view_survives_tiny_and_odd_sizes() {
         (streaming(5), "5"),
         (streaming(5), "?"),
         (streaming(5), "K"),
+        (balancer(), "2"),
+        (balancer(), "2m"),
+        (balancer(), ""),
     ] {
         let app = app_in(snapshot, pressed);
         for w in [0u16, 1, 2, 5, 10, 29, 30, 31, 40, 57, 79] {
@@ -216,7 +248,14 @@ fn every_view_survives_tiny_and_odd_sizes() {
 fn the_readme_shows_the_current_renders() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    for name in ["overview", "replication-copy37", "cache", "tester", "log"] {
+    for name in [
+        "overview",
+        "replication-copy37",
+        "cache",
+        "tester",
+        "l4",
+        "log",
+    ] {
         let golden = std::fs::read_to_string(root.join(format!("tests/golden/{name}-80x24.txt")))
             .expect("golden");
         assert!(

@@ -5,12 +5,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::control::{CacheSnapshot, Command, Snapshot, WeightChange};
+use crate::balance::backend::AdminState;
+use crate::balance::health::Phase;
+use crate::control::{
+    CacheSnapshot, Command, ServerSnapshot, ServiceSnapshot, Snapshot, WeightChange,
+};
 use crate::logging::{LogLevel, LogLine};
 use crate::replication::shared::NodeRole;
 
 use super::tester::{self, Interpretation, Said, Target, TargetChoice, Tester};
-use super::trend::CacheTrend;
+use super::trend::{CacheTrend, ConnCounters, ConnTrend};
 
 /// Log lines the console keeps.
 const LOG_LINES: usize = 5000;
@@ -23,6 +27,7 @@ pub enum View {
     Replication,
     Cache,
     Tester,
+    L4,
     Log,
 }
 
@@ -34,6 +39,7 @@ impl View {
             View::Replication => "Repl",
             View::Cache => "Cache",
             View::Tester => "Keys",
+            View::L4 => "L4",
             View::Log => "Log",
         }
     }
@@ -44,6 +50,7 @@ impl View {
             View::Replication => "Replication",
             View::Cache => "Cache",
             View::Tester => "Key tester",
+            View::L4 => "L4 balancer",
             View::Log => "Log",
         }
     }
@@ -101,6 +108,46 @@ impl SortKey {
     }
 }
 
+/// The order of servers within a balanced service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSort {
+    Name,
+    Active,
+    Cps,
+    Bytes,
+    /// Worst first: DOWN, coming up, going down, MAINT, DRAIN, UP.
+    State,
+}
+
+impl ServerSort {
+    pub fn label(self) -> &'static str {
+        match self {
+            ServerSort::Name => "name",
+            ServerSort::Active => "active",
+            ServerSort::Cps => "conn/s",
+            ServerSort::Bytes => "bytes/s",
+            ServerSort::State => "state",
+        }
+    }
+
+    fn next(self) -> ServerSort {
+        match self {
+            ServerSort::Name => ServerSort::Active,
+            ServerSort::Active => ServerSort::Cps,
+            ServerSort::Cps => ServerSort::Bytes,
+            ServerSort::Bytes => ServerSort::State,
+            ServerSort::State => ServerSort::Name,
+        }
+    }
+}
+
+/// A balanced server by service and server name (stable across sorting and reloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRef {
+    pub service: String,
+    pub server: String,
+}
+
 /// What a key in the table asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
@@ -124,6 +171,16 @@ pub enum Act {
     FocusTester,
     LogLevel,
     Follow,
+    SortServers,
+    Drain,
+    Maint,
+    Ready,
+    /// Weight changes by a step: +1, -1, +10, -10.
+    WeightUp,
+    WeightDown,
+    WeightUp10,
+    WeightDown10,
+    WeightRestore,
     Escape,
     Yes,
     No,
@@ -230,6 +287,10 @@ pub struct App {
     /// The selected cache node, by its role name (stable across sorting and restarts).
     pub selected: Option<String>,
     pub sort: SortKey,
+    /// Rates of the L4 services (by service name) and servers (by `service/server`).
+    pub l4_trends: BTreeMap<String, ConnTrend>,
+    pub l4_selected: Option<ServerRef>,
+    pub l4_sort: ServerSort,
     pub filter: String,
     pub filter_input: tester::LineInput,
     pub paused: bool,
@@ -260,6 +321,9 @@ impl App {
             trends: BTreeMap::new(),
             selected: None,
             sort: SortKey::Name,
+            l4_trends: BTreeMap::new(),
+            l4_selected: None,
+            l4_sort: ServerSort::Name,
             filter: String::new(),
             filter_input: tester::LineInput::default(),
             paused: false,
@@ -281,14 +345,17 @@ impl App {
     /// The views this node has, in tab order: the layout follows the roles running.
     pub fn views(&self) -> Vec<View> {
         let mut v = vec![View::Overview];
-        if self.snapshot.caches.iter().any(|c| c.replication.is_some())
-            || self.snapshot.caches.is_empty()
-        {
+        let caches = &self.snapshot.caches;
+        let balancer = self.snapshot.l4.is_some();
+        if caches.iter().any(|c| c.replication.is_some()) || (caches.is_empty() && !balancer) {
             v.push(View::Replication);
         }
-        if !self.snapshot.caches.is_empty() {
+        if !caches.is_empty() {
             v.push(View::Cache);
             v.push(View::Tester);
+        }
+        if balancer {
+            v.push(View::L4);
         }
         v.push(View::Log);
         v
@@ -322,6 +389,67 @@ impl App {
     pub fn local_peer_of(&self, c: &CacheSnapshot) -> Option<&CacheSnapshot> {
         let peer = c.local_peer.as_deref()?;
         self.snapshot.caches.iter().find(|o| o.role == peer)
+    }
+
+    /// The L4 services and, under each, the servers the view shows: filtered, then sorted.
+    /// A service whose name or address matches the filter shows all its servers.
+    pub fn visible_l4(&self) -> Vec<(&ServiceSnapshot, Vec<&ServerSnapshot>)> {
+        let f = self.filter.to_lowercase();
+        let mut out = Vec::new();
+        for svc in self.snapshot.l4.iter().flatten() {
+            let whole =
+                f.is_empty() || svc.name.to_lowercase().contains(&f) || svc.listen.contains(&f);
+            let mut servers: Vec<&ServerSnapshot> = svc
+                .servers
+                .iter()
+                .filter(|s| whole || server_matches(s, &f))
+                .collect();
+            if servers.is_empty() && !whole {
+                continue;
+            }
+            let trend = |s: &ServerSnapshot| {
+                self.l4_trends
+                    .get(&server_key(&svc.name, &s.name))
+                    .map(|t| t.rates)
+                    .unwrap_or_default()
+            };
+            match self.l4_sort {
+                ServerSort::Name => servers.sort_by(|a, b| a.name.cmp(&b.name)),
+                ServerSort::Active => servers.sort_by_key(|s| std::cmp::Reverse(s.active)),
+                ServerSort::Cps => servers.sort_by(|a, b| trend(b).cps.total_cmp(&trend(a).cps)),
+                ServerSort::Bytes => servers.sort_by(|a, b| {
+                    let total = |s| {
+                        let r = trend(s);
+                        r.bytes_in + r.bytes_out
+                    };
+                    total(b).total_cmp(&total(a))
+                }),
+                ServerSort::State => servers.sort_by_key(|s| state_rank(s)),
+            }
+            out.push((svc, servers));
+        }
+        out
+    }
+
+    /// The selected balanced server and its service.
+    pub fn selected_server(&self) -> Option<(&ServiceSnapshot, &ServerSnapshot)> {
+        let r = self.l4_selected.as_ref()?;
+        let svc = self
+            .snapshot
+            .l4
+            .iter()
+            .flatten()
+            .find(|s| s.name == r.service)?;
+        let server = svc.servers.iter().find(|s| s.name == r.server)?;
+        Some((svc, server))
+    }
+
+    /// The rates of a service, or of a server when `server` is given.
+    pub fn l4_trend(&self, service: &str, server: Option<&str>) -> Option<&ConnTrend> {
+        match server {
+            Some(s) => self.l4_trends.get(&server_key(service, s)),
+            None => self.l4_trends.get(service),
+        }
     }
 
     /// Log lines passing the level and text filters, oldest first.
@@ -388,6 +516,7 @@ impl App {
         }
         self.trends
             .retain(|name, _| snapshot.caches.iter().any(|c| &c.role == name));
+        self.observe_l4(&snapshot);
         self.snapshot = snapshot;
         let still_there = self
             .selected
@@ -396,9 +525,121 @@ impl App {
         if !still_there {
             self.selected = self.snapshot.caches.first().map(|c| c.role.clone());
         }
+        if self.selected_server().is_none() {
+            self.l4_selected = self.first_visible_server();
+        }
         if !self.views().contains(&self.view) {
             self.view = View::Overview;
         }
+    }
+
+    fn observe_l4(&mut self, snapshot: &Snapshot) {
+        let mut seen = std::collections::BTreeSet::new();
+        for svc in snapshot.l4.iter().flatten() {
+            let counters = ConnCounters {
+                connections: svc.total_conns,
+                bytes_in: svc.bytes_in,
+                bytes_out: svc.bytes_out,
+            };
+            self.l4_trends
+                .entry(svc.name.clone())
+                .or_default()
+                .observe(snapshot.at_ms, counters);
+            seen.insert(svc.name.clone());
+            for s in &svc.servers {
+                let key = server_key(&svc.name, &s.name);
+                let counters = ConnCounters {
+                    connections: s.total_conns,
+                    bytes_in: s.bytes_in,
+                    bytes_out: s.bytes_out,
+                };
+                self.l4_trends
+                    .entry(key.clone())
+                    .or_default()
+                    .observe(snapshot.at_ms, counters);
+                seen.insert(key);
+            }
+        }
+        self.l4_trends.retain(|k, _| seen.contains(k));
+    }
+
+    fn first_visible_server(&self) -> Option<ServerRef> {
+        self.visible_l4().iter().find_map(|(svc, servers)| {
+            servers.first().map(|s| ServerRef {
+                service: svc.name.clone(),
+                server: s.name.clone(),
+            })
+        })
+    }
+
+    /// A state or weight action on the selected server.
+    fn server_action(&mut self, act: Act) -> Option<Effect> {
+        let Some((svc, s)) = self.selected_server() else {
+            self.flash_error("no balanced server is selected".into());
+            return None;
+        };
+        let (pool, server) = (svc.name.clone(), s.name.clone());
+        let state = |state| Command::SetServerState {
+            pool: pool.clone(),
+            server: server.clone(),
+            state,
+        };
+        let weight = |change| Command::SetWeight {
+            pool: pool.clone(),
+            server: server.clone(),
+            change,
+        };
+        let command = match act {
+            Act::Drain => state(AdminState::Drain),
+            Act::Ready => state(AdminState::Ready),
+            Act::Maint => {
+                let open = match s.active {
+                    0 => "It has no open connection.".to_string(),
+                    n => format!("Its {n} open connections go on until they end."),
+                };
+                self.mode = Mode::Confirm(Pending {
+                    question: format!(
+                        "Put {pool}/{server} ({}) in maintenance?\nIt takes no new connection, not even from persistent clients, and its health checks stop. {open}\nr makes it ready again.",
+                        s.address
+                    ),
+                    command: state(AdminState::Maint),
+                });
+                return None;
+            }
+            Act::WeightUp => weight(WeightChange::Add(1)),
+            Act::WeightDown => weight(WeightChange::Add(-1)),
+            Act::WeightUp10 => weight(WeightChange::Add(10)),
+            Act::WeightDown10 => weight(WeightChange::Add(-10)),
+            Act::WeightRestore => weight(WeightChange::Restore),
+            _ => return None,
+        };
+        Some(Effect::command(command))
+    }
+
+    fn move_server(&mut self, delta: isize) {
+        let rows: Vec<ServerRef> = self
+            .visible_l4()
+            .iter()
+            .flat_map(|(svc, servers)| {
+                servers.iter().map(|s| ServerRef {
+                    service: svc.name.clone(),
+                    server: s.name.clone(),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        // A selection the filter hides gives way to the first server shown.
+        let to = match self
+            .l4_selected
+            .as_ref()
+            .and_then(|r| rows.iter().position(|x| x == r))
+        {
+            Some(at) => offset(at, delta).min(rows.len() - 1),
+            None => 0,
+        };
+        self.l4_selected = Some(rows[to].clone());
     }
 
     fn key(&mut self, act: Act, arg: Option<usize>) -> Option<Effect> {
@@ -498,6 +739,18 @@ impl App {
                 self.log_scroll = 0;
             }
             Act::Follow => self.log_scroll = 0,
+            Act::SortServers => {
+                self.l4_sort = self.l4_sort.next();
+                self.flash_ok(format!("servers sorted by {}", self.l4_sort.label()));
+            }
+            Act::Drain
+            | Act::Maint
+            | Act::Ready
+            | Act::WeightUp
+            | Act::WeightDown
+            | Act::WeightUp10
+            | Act::WeightDown10
+            | Act::WeightRestore => return self.server_action(act),
             Act::Yes => {
                 if let Mode::Confirm(p) = std::mem::replace(&mut self.mode, Mode::Browse) {
                     return Some(Effect::command(p.command));
@@ -567,6 +820,7 @@ impl App {
                 let max = self.tester.transcript.len().saturating_sub(1);
                 self.tester_scroll = offset(self.tester_scroll, -delta).min(max);
             }
+            View::L4 => self.move_server(delta),
             _ => {
                 let names: Vec<String> = self
                     .visible_caches()
@@ -828,6 +1082,28 @@ fn cache_matches(c: &CacheSnapshot, f: &str) -> bool {
         .map(|r| r.status.role.label().to_lowercase())
         .unwrap_or_default();
     c.role.contains(f) || c.listen.contains(f) || role.contains(f)
+}
+
+fn server_matches(s: &ServerSnapshot, f: &str) -> bool {
+    s.name.to_lowercase().contains(f)
+        || s.address.contains(f)
+        || s.state_label().to_lowercase().contains(f)
+}
+
+fn server_key(service: &str, server: &str) -> String {
+    format!("{service}/{server}")
+}
+
+/// Worst first, so trouble sorts to the top.
+fn state_rank(s: &ServerSnapshot) -> u8 {
+    match (s.admin, s.health) {
+        (AdminState::Maint, _) => 3,
+        (_, Phase::Down) => 0,
+        (_, Phase::GoingUp { .. }) => 1,
+        (_, Phase::GoingDown { .. }) => 2,
+        (AdminState::Drain, _) => 4,
+        (AdminState::Ready, Phase::Up) => 5,
+    }
 }
 
 fn offset(at: usize, delta: isize) -> usize {

@@ -134,6 +134,15 @@ pub const BINDINGS: &[Binding] = &[
     bind!(Global, [k('t')], Act::FocusTester, "tester", "open the key tester and type", acts: false, footer: true),
     bind!(In(View::Log), [k('l')], Act::LogLevel, "level", "show only this level and worse (cycles)", acts: false, footer: true),
     bind!(In(View::Log), [code(KeyCode::End), k('G')], Act::Follow, "follow", "jump to the newest line and follow", acts: false, footer: true),
+    bind!(In(View::L4), [k('d')], Act::Drain, "drain", "drain the selected server: no new clients, persistent and open ones go on", acts: true, footer: true),
+    bind!(In(View::L4), [k('m')], Act::Maint, "maint", "maintenance: no traffic and no checks for the selected server (asks)", acts: true, footer: true),
+    bind!(In(View::L4), [k('r')], Act::Ready, "ready", "make the selected server ready again", acts: true, footer: true),
+    bind!(In(View::L4), [k('+')], Act::WeightUp, "weight±", "weight +1 (- is -1)", acts: true, footer: true),
+    bind!(In(View::L4), [k('-')], Act::WeightDown, "", "weight -1", acts: true, footer: false),
+    bind!(In(View::L4), [k('>')], Act::WeightUp10, "", "weight +10 (< is -10)", acts: true, footer: false),
+    bind!(In(View::L4), [k('<')], Act::WeightDown10, "", "weight -10", acts: true, footer: false),
+    bind!(In(View::L4), [k('w')], Act::WeightRestore, "", "restore the configured weight", acts: true, footer: false),
+    bind!(In(View::L4), [k('s')], Act::SortServers, "sort", "sort the servers (name, active, conn/s, bytes/s, state)", acts: false, footer: true),
     bind!(In(View::Tester), [code(KeyCode::Enter), k('i')], Act::FocusTester, "type", "start typing", acts: false, footer: false),
     bind!(Global, [code(KeyCode::Esc)], Act::Escape, "", "close an overlay, clear the filter", acts: false, footer: false),
     bind!(Confirm, [k('y'), k('Y')], Act::Yes, "yes", "carry out the action", acts: false, footer: true),
@@ -207,9 +216,19 @@ pub fn dispatch(app: &App, ev: KeyEvent) -> Option<Action> {
 
 /// `(keys, hint)` for the footer in the current mode and view.
 pub fn footer_hints(app: &App) -> Vec<(String, &'static str, bool)> {
-    BINDINGS
+    // What only this view does comes first: a narrow footer cuts from the right.
+    let (specific, general): (Vec<&Binding>, Vec<&Binding>) = BINDINGS
         .iter()
         .filter(|b| b.footer && active(b, app))
+        .partition(|b| matches!(b.scope, In(_)));
+    let overridden = |b: &Binding| specific.iter().any(|s| s.keys.contains(&b.keys[0]));
+    let general: Vec<&Binding> = general
+        .into_iter()
+        .filter(|b| !overridden(b) && relevant(b, app))
+        .collect();
+    specific
+        .into_iter()
+        .chain(general)
         .map(|b| {
             let keys = b.keys[..b.keys.len().min(1)]
                 .iter()
@@ -221,6 +240,14 @@ pub fn footer_hints(app: &App) -> Vec<(String, &'static str, bool)> {
         .collect()
 }
 
+/// Whether a footer hint means anything on this node: the cache keys need a cache.
+fn relevant(b: &Binding, app: &App) -> bool {
+    match b.action {
+        Act::KillPeer | Act::RevivePeer | Act::FocusTester => !app.snapshot.caches.is_empty(),
+        _ => true,
+    }
+}
+
 /// Every binding, labelled, for the help overlay: `(scope title, keys, help, disabled)`.
 pub fn help_rows(read_only: bool) -> Vec<(&'static str, String, &'static str, bool)> {
     BINDINGS
@@ -230,6 +257,7 @@ pub fn help_rows(read_only: bool) -> Vec<(&'static str, String, &'static str, bo
                 Global => "anywhere",
                 In(View::Log) => "log view",
                 In(View::Tester) => "key tester",
+                In(View::L4) => "L4 balancer view",
                 In(_) => "this view",
                 Confirm => "when asked",
                 Typing => "while typing",

@@ -104,6 +104,73 @@ impl CacheTrend {
     }
 }
 
+/// The counters a balanced service or server keeps, as rates are taken from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnCounters {
+    pub connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Per-second rates of a balanced service or server: `ipvsadm -L --rate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnRates {
+    /// New connections per second.
+    pub cps: f64,
+    /// Client to server.
+    pub bytes_in: f64,
+    /// Server to client.
+    pub bytes_out: f64,
+}
+
+/// Rates and history of one balanced service or server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnTrend {
+    base: Option<(u64, ConnCounters)>,
+    pub rates: ConnRates,
+    /// New connections per second, oldest first.
+    pub cps: VecDeque<u64>,
+    /// Bytes per second both ways, oldest first.
+    pub bytes: VecDeque<u64>,
+}
+
+impl ConnTrend {
+    /// Folds in the counters read at `at_ms`.
+    pub fn observe(&mut self, at_ms: u64, c: ConnCounters) {
+        let Some((t0, old)) = self.base else {
+            self.base = Some((at_ms, c));
+            return;
+        };
+        // Counters that went back belong to a new server of the same name (a reload).
+        if c.connections < old.connections
+            || c.bytes_in < old.bytes_in
+            || c.bytes_out < old.bytes_out
+        {
+            self.base = Some((at_ms, c));
+            self.rates = ConnRates::default();
+            return;
+        }
+        let span = at_ms.saturating_sub(t0);
+        if span < MIN_SPAN_MS {
+            return;
+        }
+        let secs = span as f64 / 1000.0;
+        let per = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+        let r = ConnRates {
+            cps: per(c.connections, old.connections),
+            bytes_in: per(c.bytes_in, old.bytes_in),
+            bytes_out: per(c.bytes_out, old.bytes_out),
+        };
+        self.rates = r;
+        let samples = (span / 1000).clamp(1, HISTORY_SECS as u64);
+        for _ in 0..samples {
+            push_capped(&mut self.cps, r.cps.round() as u64);
+            push_capped(&mut self.bytes, (r.bytes_in + r.bytes_out).round() as u64);
+        }
+        self.base = Some((at_ms, c));
+    }
+}
+
 fn push_capped(v: &mut VecDeque<u64>, x: u64) {
     if v.len() >= HISTORY_SECS {
         v.pop_front();
@@ -135,6 +202,32 @@ mod tests {
         assert_eq!(t.rates.hits, 75.0);
         assert_eq!(t.ops.iter().copied().collect::<Vec<_>>(), [100, 100]);
         assert_eq!(t.hit_pct.back(), Some(&75));
+    }
+
+    fn conns(connections: u64, bytes_in: u64) -> ConnCounters {
+        ConnCounters {
+            connections,
+            bytes_in,
+            bytes_out: 2 * bytes_in,
+        }
+    }
+
+    #[test]
+    fn connection_rates_come_from_deltas_and_reset_when_counters_go_back() {
+        let mut t = ConnTrend::default();
+        t.observe(0, conns(10, 1000));
+        t.observe(2000, conns(30, 5000));
+        assert_eq!(t.rates.cps, 10.0);
+        assert_eq!(t.rates.bytes_in, 2000.0);
+        assert_eq!(t.rates.bytes_out, 4000.0);
+        assert_eq!(t.cps.iter().copied().collect::<Vec<_>>(), [10, 10]);
+        assert_eq!(t.bytes.back(), Some(&6000));
+        t.observe(3000, conns(1, 10));
+        assert_eq!(
+            t.rates,
+            ConnRates::default(),
+            "a replaced server starts over"
+        );
     }
 
     #[test]

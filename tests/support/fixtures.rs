@@ -3,7 +3,11 @@
 
 use std::collections::VecDeque;
 
-use opsconsole::control::{CacheSnapshot, ReplicationSnapshot, Snapshot, TrafficSnapshot};
+use opsconsole::balance::backend::AdminState;
+use opsconsole::balance::health::Phase;
+use opsconsole::control::{
+    CacheSnapshot, ReplicationSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, TrafficSnapshot,
+};
 use opsconsole::replication::shared::{CopyProgress, LinkPhase, NodeRole, Status};
 use opsconsole::tui::app::{Action, App};
 
@@ -227,6 +231,107 @@ pub fn failed_over() -> Snapshot {
     snap
 }
 
+fn server(
+    name: &str,
+    address: &str,
+    admin: AdminState,
+    health: Phase,
+    scale: u64,
+) -> ServerSnapshot {
+    ServerSnapshot {
+        name: name.into(),
+        address: address.into(),
+        admin,
+        health,
+        checked: true,
+        weight: 10,
+        configured_weight: 10,
+        active: 3 * scale as u32,
+        inactive: 12 * scale as u32,
+        total_conns: 40_000 * scale,
+        bytes_in: 9_000_000 * scale,
+        bytes_out: 52_000_000 * scale,
+        connect_errors: 0,
+        retries: 0,
+        overloaded: false,
+        removable: false,
+        check_status: Some("L7OK 200".into()),
+        check_duration_us: Some(850),
+        state_since_ms: T0 - 754_000,
+    }
+}
+
+fn service(
+    name: &str,
+    listen: &str,
+    scheduler: &str,
+    servers: Vec<ServerSnapshot>,
+) -> ServiceSnapshot {
+    let sum = |f: fn(&ServerSnapshot) -> u64| servers.iter().map(f).sum::<u64>();
+    ServiceSnapshot {
+        name: name.into(),
+        listen: listen.into(),
+        scheduler: scheduler.into(),
+        persistence_secs: 0,
+        quorum_met: true,
+        active: sum(|s| u64::from(s.active)),
+        inactive: sum(|s| u64::from(s.inactive)),
+        total_conns: sum(|s| s.total_conns),
+        bytes_in: sum(|s| s.bytes_in),
+        bytes_out: sum(|s| s.bytes_out),
+        connect_errors: sum(|s| s.connect_errors),
+        retries: sum(|s| s.retries),
+        no_server: 0,
+        servers,
+        sorry_server: None,
+    }
+}
+
+/// An L4 balancer with every server state: `web` over three app servers (one UP, one
+/// drained and empty at a lowered weight, one DOWN and coming back up), and `cache` over a
+/// cache pair (the slave in maintenance) with a sorry server standing by.
+pub fn balancer() -> Snapshot {
+    let app1 = server("app1", "127.0.0.1:8081", AdminState::Ready, Phase::Up, 2);
+    let mut app2 = server("app2", "127.0.0.1:8082", AdminState::Drain, Phase::Up, 1);
+    app2.active = 0;
+    app2.removable = true;
+    app2.weight = 0;
+    app2.state_since_ms = T0 - 42_000;
+    let mut app3 = server(
+        "app3",
+        "127.0.0.1:8083",
+        AdminState::Ready,
+        Phase::GoingUp { passed: 1, rise: 2 },
+        1,
+    );
+    app3.active = 0;
+    app3.connect_errors = 17;
+    app3.check_status = Some("L4CON connection refused".into());
+    app3.check_duration_us = Some(120);
+    app3.state_since_ms = T0 - 9_500;
+    let mut web = service("web", "127.0.0.1:8000", "wlc", vec![app1, app2, app3]);
+    web.retries = 17;
+    let master = server("master", "127.0.0.1:11311", AdminState::Ready, Phase::Up, 1);
+    let mut slave = server("slave", "127.0.0.1:11411", AdminState::Maint, Phase::Up, 1);
+    slave.active = 1;
+    slave.check_status = None;
+    slave.check_duration_us = None;
+    let mut cache = service("cache", "127.0.0.1:11211", "sh", vec![master, slave]);
+    cache.persistence_secs = 300;
+    let mut sorry = server("sorry", "127.0.0.1:9999", AdminState::Ready, Phase::Up, 0);
+    sorry.checked = false;
+    cache.sorry_server = Some(sorry);
+    Snapshot {
+        version: "0.1.0".into(),
+        pid: 4242,
+        uptime_secs: 600,
+        at_ms: T0,
+        caches: Vec::new(),
+        traffic: None,
+        l4: Some(vec![cache, web]),
+    }
+}
+
 /// An app that has watched `snapshot`'s traffic for a minute (so it has rates and a
 /// sparkline): one refresh a second, traffic rising and falling.
 pub fn app_with(snapshot: Snapshot) -> App {
@@ -242,6 +347,22 @@ pub fn app_with(snapshot: Snapshot) -> App {
             c.cmd_get = c.cmd_get.saturating_sub(back);
             c.get_hits = c.get_hits.saturating_sub(back * 2 / 3);
             c.get_misses = c.cmd_get.saturating_sub(c.get_hits);
+        }
+        // Balanced servers see the same shape of traffic, scaled by their share.
+        for svc in earlier.l4.iter_mut().flatten() {
+            let (mut conns, mut bytes_in, mut bytes_out) = (0, 0, 0);
+            for srv in &mut svc.servers {
+                let share = srv.total_conns / 40_000;
+                srv.total_conns -= back * share;
+                srv.bytes_in -= back * share * 300;
+                srv.bytes_out -= back * share * 1_700;
+                conns += back * share;
+                bytes_in += back * share * 300;
+                bytes_out += back * share * 1_700;
+            }
+            svc.total_conns -= conns;
+            svc.bytes_in -= bytes_in;
+            svc.bytes_out -= bytes_out;
         }
         app.update(Action::Refresh(Box::new(earlier), Vec::new()));
     }

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod common;
+pub mod l4;
 pub mod log;
 pub mod overview;
 pub mod replication;
@@ -49,6 +50,7 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme) {
         View::Replication => replication::render(f, app, theme, body),
         View::Cache => cache::render(f, app, theme, body),
         View::Tester => tester::render(f, app, theme, body),
+        View::L4 => l4::render(f, app, theme, body),
         View::Log => log::render(f, app, theme, body),
     }
     render_footer(f, app, theme, footer);

@@ -7,20 +7,42 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
 use super::common::{boxed, bytes, count, fit, link_state, rate, role_badge};
+use super::l4;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
 
 pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let caches = app.visible_caches();
-    let table_h = (caches.len() as u16 + 3).max(4);
+    // A balancer-only node has no cache table to show, not an empty one.
+    let table_h = if app.snapshot.caches.is_empty() && app.snapshot.l4.is_some() {
+        0
+    } else {
+        (caches.len() as u16 + 3).max(4)
+    };
+    let services = app
+        .snapshot
+        .l4
+        .as_ref()
+        .map_or(0, |v| v.len().max(1) as u16);
+    let l4_h = if app.snapshot.l4.is_some() {
+        services + 2
+    } else {
+        0
+    };
     let traffic_h = u16::from(app.snapshot.traffic.is_some()) * 3;
-    let [table, traffic, sparks] = Layout::vertical([
+    let [table, l4_table, traffic, sparks] = Layout::vertical([
         Constraint::Length(table_h),
+        Constraint::Length(l4_h),
         Constraint::Length(traffic_h),
         Constraint::Min(0),
     ])
     .areas(area);
-    render_table(f, app, theme, table);
+    if table_h > 0 {
+        render_table(f, app, theme, table);
+    }
+    if l4_h > 0 {
+        render_services(f, app, theme, l4_table);
+    }
     if let Some(t) = &app.snapshot.traffic {
         let (word, style) = if t.paused {
             ("PAUSED (g resumes)", theme.warning)
@@ -137,41 +159,98 @@ fn render_table(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     f.render_widget(Paragraph::new(lines).block(boxed(title, theme)), area);
 }
 
+/// One line per L4 service: servers up, connections and rates.
+fn render_services(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let wide = area.width >= 130;
+    let mut lines: Vec<Line> = app
+        .snapshot
+        .l4
+        .iter()
+        .flatten()
+        .map(|svc| {
+            let r = app
+                .l4_trend(&svc.name, None)
+                .map(|t| t.rates)
+                .unwrap_or_default();
+            l4::service_line(svc, r, wide, theme)
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push(Line::from(Span::styled(
+            "  no L4 service is configured",
+            theme.muted,
+        )));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(boxed("L4 services", theme)),
+        area,
+    );
+}
+
+/// A sparkline worth of history: its title and samples.
+struct Series {
+    title: String,
+    data: Vec<u64>,
+}
+
 fn render_sparklines(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let caches = app.visible_caches();
-    if caches.is_empty() || area.height < 3 {
+    if area.height < 3 {
         return;
     }
-    let rows = Layout::vertical(
-        caches
-            .iter()
-            .map(|_| Constraint::Ratio(1, caches.len() as u32)),
-    )
-    .split(area);
-    for (c, row) in caches.iter().zip(rows.iter()) {
+    // The newest samples, right-aligned, as many as fit.
+    let width = area.width.saturating_sub(2) as usize;
+    let newest = |v: &std::collections::VecDeque<u64>| -> Vec<u64> {
+        v.iter()
+            .skip(v.len().saturating_sub(width))
+            .copied()
+            .collect()
+    };
+    let mut series: Vec<Series> = Vec::new();
+    for c in app.visible_caches() {
         let Some(trend) = app.trends.get(&c.role) else {
             continue;
         };
-        let width = row.width.saturating_sub(2) as usize;
-        // The newest samples, right-aligned, as many as fit.
-        let data: Vec<u64> = trend
-            .ops
-            .iter()
-            .skip(trend.ops.len().saturating_sub(width))
-            .copied()
-            .collect();
+        let data = newest(&trend.ops);
         let peak = data.iter().copied().max().unwrap_or(0);
-        let title = format!(
-            "{} ops/s, last {} s (now {}, peak {})",
-            c.role,
-            data.len(),
-            rate(trend.rates.ops),
-            peak
-        );
+        series.push(Series {
+            title: format!(
+                "{} ops/s, last {} s (now {}, peak {})",
+                c.role,
+                data.len(),
+                rate(trend.rates.ops),
+                peak
+            ),
+            data,
+        });
+    }
+    for svc in app.snapshot.l4.iter().flatten() {
+        let Some(trend) = app.l4_trend(&svc.name, None) else {
+            continue;
+        };
+        let data = newest(&trend.cps);
+        let peak = data.iter().copied().max().unwrap_or(0);
+        series.push(Series {
+            title: format!(
+                "{} new conn/s, last {} s (now {}, peak {})",
+                svc.name,
+                data.len(),
+                rate(trend.rates.cps),
+                peak
+            ),
+            data,
+        });
+    }
+    if series.is_empty() {
+        return;
+    }
+    // Each sparkline needs three rows; those that do not fit are left out.
+    let shown = series.len().min((area.height / 3) as usize).max(1);
+    let rows = Layout::vertical((0..shown).map(|_| Constraint::Ratio(1, shown as u32))).split(area);
+    for (s, row) in series.iter().zip(rows.iter()) {
         f.render_widget(
             Sparkline::default()
-                .block(boxed(title, theme))
-                .data(&data)
+                .block(boxed(s.title.clone(), theme))
+                .data(&s.data)
                 .style(theme.sparkline),
             *row,
         );
