@@ -21,6 +21,19 @@ pub struct Snapshot {
     pub traffic: Option<TrafficSnapshot>,
     /// The L4 balancer's virtual services, when it runs.
     pub l4: Option<Vec<ServiceSnapshot>>,
+    /// The demo's HTTP app servers.
+    #[serde(default)]
+    pub apps: Vec<AppServerSnapshot>,
+}
+
+/// One of the demo's HTTP app servers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppServerSnapshot {
+    pub name: String,
+    pub address: String,
+    /// False after a kill, until it is revived.
+    pub running: bool,
+    pub requests: u64,
 }
 
 /// A balanced service (an L4 virtual service) and its servers: what `ipvsadm -L --stats`
@@ -109,6 +122,11 @@ pub struct TrafficSnapshot {
     pub requests: u64,
     /// Requests that failed (a node down, a refused connection).
     pub errors: u64,
+    /// HTTP requests per second it aims for through the L4 web service (0: none).
+    pub http_rate_per_sec: u32,
+    pub http_requests: u64,
+    /// HTTP requests that got no `200`.
+    pub http_errors: u64,
 }
 
 /// One cache engine's counters and gauges (memcached's stat names).
@@ -192,6 +210,8 @@ pub enum Command {
     Switchover { role: String },
     /// Pause or resume the demo's traffic generator.
     PauseTraffic { paused: bool },
+    /// Kill (close its port, drop its connections) or revive one of the demo's app servers.
+    SetAppServer { name: String, running: bool },
     /// Set a balanced server's admin state: ready, drain or maint.
     SetServerState {
         pool: String,

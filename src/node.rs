@@ -22,6 +22,7 @@ use crate::control::{
     CacheSnapshot, Command, CommandReply, Control, ReplicationSnapshot, Snapshot,
 };
 use crate::demo::Traffic;
+use crate::demo::app_server::AppServer;
 use crate::replication::replicator::{Replicator, Settings};
 use crate::replication::shared::{Counters, Shared, now_ms};
 use crate::sync::lock;
@@ -157,6 +158,8 @@ pub struct Node {
     pub traffic: Option<Arc<Traffic>>,
     /// The L4 balancer, when the config has an `[l4]` section.
     pub l4: Option<L4>,
+    /// The demo's HTTP app servers.
+    pub apps: Vec<Arc<AppServer>>,
     cancel: CancellationToken,
     /// Tasks that are the node's rather than one cache's (traffic, restarts).
     tracker: TaskTracker,
@@ -208,6 +211,18 @@ impl Node {
             };
             bound.push((slot, listener, repl.map(|(l, _)| l)));
         }
+        // App servers first, so the balancers' first checks find them.
+        let mut apps = Vec::new();
+        if let Some(d) = &config.demo {
+            for (i, addr) in d.apps.iter().enumerate() {
+                apps.push(AppServer::start(
+                    format!("app{}", i + 1),
+                    addr,
+                    &cancel,
+                    &tracker,
+                )?);
+            }
+        }
         let l4 = match &config.l4 {
             Some(c) => Some(L4::start(c)?),
             None => None,
@@ -231,9 +246,14 @@ impl Node {
             }
             caches.push(Arc::new(slot));
         }
+        let via_l4 = |service: &Option<String>| {
+            let name = service.as_deref()?;
+            l4.as_ref()?.listen_addr(name)
+        };
         let traffic = config.demo.as_ref().map(|d| {
-            let targets = caches.iter().map(|s| s.addr).collect();
-            let t = Arc::new(Traffic::new(d.clone(), targets));
+            let mut targets: Vec<_> = caches.iter().map(|s| s.addr).collect();
+            targets.extend(via_l4(&d.cache_service));
+            let t = Arc::new(Traffic::new(d.clone(), targets, via_l4(&d.http_service)));
             tracker.spawn(t.clone().run(cancel.child_token()));
             t
         });
@@ -241,6 +261,7 @@ impl Node {
             caches,
             traffic,
             l4,
+            apps,
             cancel,
             tracker,
             runtime: tokio::runtime::Handle::current(),
@@ -505,6 +526,7 @@ impl Control for Node {
                 .collect(),
             traffic: self.traffic.as_ref().map(|t| t.snapshot()),
             l4: self.l4.as_ref().map(|l| l.snapshot()),
+            apps: self.apps.iter().map(|a| a.snapshot()).collect(),
         }
     }
 
@@ -551,6 +573,18 @@ impl Control for Node {
                     "traffic paused".into()
                 } else {
                     "traffic resumed".into()
+                }
+            }
+            Command::SetAppServer { name, running } => {
+                let app = self
+                    .apps
+                    .iter()
+                    .find(|a| a.name == name)
+                    .ok_or_else(|| format!("no demo app server '{name}' runs here"))?;
+                if running {
+                    app.revive(&self.cancel, &self.tracker, &self.runtime)?
+                } else {
+                    app.kill()?
                 }
             }
             Command::SetServerState {

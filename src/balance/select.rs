@@ -137,7 +137,8 @@ const SH_BUCKETS: usize = 256;
 pub struct Scheduler {
     kind: SchedulerKind,
     hash: HashOptions,
-    /// `rr`/`wrr`: the server the last pick stopped at.
+    /// `rr`/`wrr`: the server the last pick stopped at; the least-connection family starts
+    /// the next scan after it, so ties rotate.
     cursor: Option<usize>,
     /// `wrr`: the current weight threshold of the round.
     current_weight: u32,
@@ -189,15 +190,17 @@ impl Scheduler {
         match self.kind {
             SchedulerKind::Rr => self.round_robin(servers.len(), ok),
             SchedulerKind::Wrr => self.weighted_round_robin(servers, ok),
-            SchedulerKind::Lc => least(servers, ok, |s| (overhead(s), 1)),
-            SchedulerKind::Wlc => least(servers, ok, |s| (overhead(s), u64::from(s.weight()))),
-            SchedulerKind::Sed => least(servers, ok, |s| {
+            SchedulerKind::Lc => self.least(servers, ok, |s| (overhead(s), 1)),
+            SchedulerKind::Wlc => {
+                self.least(servers, ok, |s| (overhead(s), u64::from(s.weight())))
+            }
+            SchedulerKind::Sed => self.least(servers, ok, |s| {
                 (u64::from(s.active()) + 1, u64::from(s.weight()))
             }),
             SchedulerKind::Nq => (0..servers.len())
                 .find(|&i| ok(i) && servers[i].active() == 0)
                 .or_else(|| {
-                    least(servers, ok, |s| {
+                    self.least(servers, ok, |s| {
                         (u64::from(s.active()) + 1, u64::from(s.weight()))
                     })
                 }),
@@ -316,20 +319,30 @@ fn less(a: (u64, u64), b: (u64, u64)) -> bool {
     }
 }
 
-/// The usable server with the lowest `cost` ratio; the first one on ties, as LVS.
-fn least<S: Load>(
-    servers: &[S],
-    ok: impl Fn(usize) -> bool,
-    cost: impl Fn(&S) -> (u64, u64),
-) -> Option<usize> {
-    let mut best: Option<(usize, (u64, u64))> = None;
-    for i in (0..servers.len()).filter(|&i| ok(i)) {
-        let c = cost(&servers[i]);
-        if best.is_none_or(|(_, b)| less(c, b)) {
-            best = Some((i, c));
+impl Scheduler {
+    /// The usable server with the lowest `cost` ratio. LVS takes the first on ties; here the
+    /// scan starts after the last pick, so ties rotate (as HAProxy's leastconn does). Short
+    /// connections are gone before the next pick, leaving every server tied at zero, and
+    /// "first on ties" would send them all to one server.
+    fn least<S: Load>(
+        &mut self,
+        servers: &[S],
+        ok: impl Fn(usize) -> bool,
+        cost: impl Fn(&S) -> (u64, u64),
+    ) -> Option<usize> {
+        let n = servers.len();
+        let start = self.cursor.map_or(0, |c| c + 1);
+        let mut best: Option<(usize, (u64, u64))> = None;
+        for i in (0..n).map(|k| (start + k) % n).filter(|&i| ok(i)) {
+            let c = cost(&servers[i]);
+            if best.is_none_or(|(_, b)| less(c, b)) {
+                best = Some((i, c));
+            }
         }
+        let (pick, _) = best?;
+        self.cursor = Some(pick);
+        Some(pick)
     }
-    best.map(|(i, _)| i)
 }
 
 /// The highest weight among `candidates`; the first one on ties.
@@ -504,6 +517,19 @@ mod tests {
         assert_eq!(sequence(SchedulerKind::Nq, &s, 1), "B");
         s[2].active = 0;
         assert_eq!(sequence(SchedulerKind::Nq, &s, 1), "C");
+    }
+
+    #[test]
+    fn least_connection_ties_rotate_instead_of_piling_on_the_first() {
+        // Idle servers, as under short connections that close before the next pick.
+        let s = servers(&[1, 1, 1]);
+        for kind in [SchedulerKind::Lc, SchedulerKind::Wlc] {
+            assert_eq!(sequence(kind, &s, 6), "ABCABC", "{kind}");
+        }
+        // A real difference in load still decides.
+        let mut s = servers(&[1, 1, 1]);
+        s[1].active = 1;
+        assert_eq!(sequence(SchedulerKind::Lc, &s, 4), "ACAC");
     }
 
     #[test]

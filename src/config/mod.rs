@@ -73,6 +73,15 @@ pub struct DemoConfig {
     /// Items written to the first cache node at start, so a marugoto copy has something to
     /// carry (pair it with `copy_bytes_per_sec` to watch the gauge move).
     pub preload_keys: u32,
+    /// Built-in HTTP app servers, named app1, app2, ... in this order, for balancers to front.
+    pub apps: Vec<String>,
+    /// The `[l4.services.NAME]` in front of the cache pair: cache requests go through it
+    /// as well as to the nodes directly.
+    pub cache_service: Option<String>,
+    /// The `[l4.services.NAME]` HTTP requests go through.
+    pub http_service: Option<String>,
+    /// HTTP requests per second, each on a new connection.
+    pub http_requests_per_sec: u32,
 }
 
 impl Default for DemoConfig {
@@ -82,6 +91,10 @@ impl Default for DemoConfig {
             keys: 500,
             value_size: 100,
             preload_keys: 0,
+            apps: Vec::new(),
+            cache_service: None,
+            http_service: None,
+            http_requests_per_sec: 0,
         }
     }
 }
@@ -526,6 +539,64 @@ impl Config {
         Ok(())
     }
 
+    /// The demo's app servers and the L4 services its traffic goes through.
+    fn validate_demo_links(&self, d: &DemoConfig) -> Result<(), ValidationError> {
+        let bad = |key: &str, value: Option<String>, message: String| ValidationError {
+            error: ConfigError {
+                file: None,
+                position: None,
+                message,
+            },
+            locate: Some(Box::new(Spot {
+                section: "demo".into(),
+                key: key.into(),
+                value,
+            })),
+        };
+        for a in &d.apps {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(bad(
+                    "apps",
+                    Some(a.clone()),
+                    format!("apps entry '{a}' in [demo] is not an ip:port address"),
+                ));
+            }
+        }
+        let services = self.l4.as_ref().map(|l| &l.services);
+        for (key, name) in [
+            ("cache_service", &d.cache_service),
+            ("http_service", &d.http_service),
+        ] {
+            if let Some(n) = name
+                && !services.is_some_and(|s| s.contains_key(n))
+            {
+                return Err(bad(
+                    key,
+                    Some(n.clone()),
+                    format!("{key} '{n}' in [demo] names no [l4.services.{n}]"),
+                ));
+            }
+        }
+        if d.http_requests_per_sec > 10_000 {
+            return Err(bad(
+                "http_requests_per_sec",
+                None,
+                format!(
+                    "http_requests_per_sec {} in [demo] is more than 10000 (one connection each; use a load tool for load)",
+                    d.http_requests_per_sec
+                ),
+            ));
+        }
+        if d.http_requests_per_sec > 0 && d.http_service.is_none() {
+            return Err(bad(
+                "http_requests_per_sec",
+                None,
+                "http_requests_per_sec in [demo] needs http_service, the L4 service to send them through".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Cross-field rules a parser cannot check.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let bad = |section: &str, key: &str, message: String| ValidationError {
@@ -636,6 +707,9 @@ impl Config {
                     value: p.value,
                 })),
             })?;
+        }
+        if let Some(d) = &self.demo {
+            self.validate_demo_links(d)?;
         }
         for (role, c) in &caches {
             let s = role.name();

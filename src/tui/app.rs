@@ -181,6 +181,8 @@ pub enum Act {
     WeightUp10,
     WeightDown10,
     WeightRestore,
+    /// Kill or revive the demo app server behind the selected server.
+    KillBackend,
     Escape,
     Yes,
     No,
@@ -616,6 +618,42 @@ impl App {
         Some(Effect::command(command))
     }
 
+    /// The demo app server at the selected server's address, if the demo runs one there.
+    pub fn selected_app_server(&self) -> Option<&crate::control::AppServerSnapshot> {
+        let (_, s) = self.selected_server()?;
+        self.snapshot.apps.iter().find(|a| a.address == s.address)
+    }
+
+    /// `x`: a dead backend on demand (asks first), and back again.
+    fn toggle_app_server(&mut self) -> Option<Effect> {
+        let Some((svc, s)) = self.selected_server() else {
+            self.flash_error("no balanced server is selected".into());
+            return None;
+        };
+        let Some(app) = self.selected_app_server() else {
+            self.flash_error(format!(
+                "{}/{} ({}) is not one of the demo's app servers; x kills and revives those",
+                svc.name, s.name, s.address
+            ));
+            return None;
+        };
+        let command = Command::SetAppServer {
+            name: app.name.clone(),
+            running: !app.running,
+        };
+        if app.running {
+            self.mode = Mode::Confirm(Pending {
+                question: format!(
+                    "Kill the demo app server {} ({})?\nIts port closes and its open connections drop, as if it crashed. Watch {}/{} go DOWN after its failed checks.\nx starts it again.",
+                    app.name, app.address, svc.name, s.name
+                ),
+                command,
+            });
+            return None;
+        }
+        Some(Effect::command(command))
+    }
+
     fn move_server(&mut self, delta: isize) {
         let rows: Vec<ServerRef> = self
             .visible_l4()
@@ -751,6 +789,7 @@ impl App {
             | Act::WeightUp10
             | Act::WeightDown10
             | Act::WeightRestore => return self.server_action(act),
+            Act::KillBackend => return self.toggle_app_server(),
             Act::Yes => {
                 if let Mode::Confirm(p) = std::mem::replace(&mut self.mode, Mode::Browse) {
                     return Some(Effect::command(p.command));
@@ -1120,6 +1159,12 @@ fn command_title(c: &Command) -> String {
         Command::RevivePeer { role } => format!("revive {role}'s peer"),
         Command::Switchover { role } => format!("switch over {role}"),
         Command::CacheRequest { role, .. } => format!("request to {role}"),
+        Command::SetAppServer { name, running } => {
+            format!(
+                "{} demo app server {name}",
+                if *running { "revive" } else { "kill" }
+            )
+        }
         Command::PauseTraffic { paused } => if *paused {
             "pause traffic"
         } else {

@@ -142,6 +142,7 @@ pub const BINDINGS: &[Binding] = &[
     bind!(In(View::L4), [k('>')], Act::WeightUp10, "", "weight +10 (< is -10)", acts: true, footer: false),
     bind!(In(View::L4), [k('<')], Act::WeightDown10, "", "weight -10", acts: true, footer: false),
     bind!(In(View::L4), [k('w')], Act::WeightRestore, "", "restore the configured weight", acts: true, footer: false),
+    bind!(In(View::L4), [k('x')], Act::KillBackend, "kill/revive", "demo: kill the selected server's app server (asks) / start it again", acts: true, footer: true),
     bind!(In(View::L4), [k('s')], Act::SortServers, "sort", "sort the servers (name, active, conn/s, bytes/s, state)", acts: false, footer: true),
     bind!(In(View::Tester), [code(KeyCode::Enter), k('i')], Act::FocusTester, "type", "start typing", acts: false, footer: false),
     bind!(Global, [code(KeyCode::Esc)], Act::Escape, "", "close an overlay, clear the filter", acts: false, footer: false),
@@ -219,13 +220,10 @@ pub fn footer_hints(app: &App) -> Vec<(String, &'static str, bool)> {
     // What only this view does comes first: a narrow footer cuts from the right.
     let (specific, general): (Vec<&Binding>, Vec<&Binding>) = BINDINGS
         .iter()
-        .filter(|b| b.footer && active(b, app))
+        .filter(|b| b.footer && active(b, app) && relevant(b, app))
         .partition(|b| matches!(b.scope, In(_)));
     let overridden = |b: &Binding| specific.iter().any(|s| s.keys.contains(&b.keys[0]));
-    let general: Vec<&Binding> = general
-        .into_iter()
-        .filter(|b| !overridden(b) && relevant(b, app))
-        .collect();
+    let general: Vec<&Binding> = general.into_iter().filter(|b| !overridden(b)).collect();
     specific
         .into_iter()
         .chain(general)
@@ -240,10 +238,14 @@ pub fn footer_hints(app: &App) -> Vec<(String, &'static str, bool)> {
         .collect()
 }
 
-/// Whether a footer hint means anything on this node: the cache keys need a cache.
+/// Whether a footer hint means anything on this node: the cache keys need a cache, the
+/// app server key the demo's app servers.
 fn relevant(b: &Binding, app: &App) -> bool {
     match b.action {
-        Act::KillPeer | Act::RevivePeer | Act::FocusTester => !app.snapshot.caches.is_empty(),
+        Act::KillPeer | Act::RevivePeer | Act::FocusTester | Act::Sort => {
+            !app.snapshot.caches.is_empty()
+        }
+        Act::KillBackend => !app.snapshot.apps.is_empty(),
         _ => true,
     }
 }

@@ -100,8 +100,10 @@ fn snapshot(caches: Vec<CacheSnapshot>, at_ms: u64) -> Snapshot {
             rate_per_sec: 40,
             requests: 24_000,
             errors: 3,
+            ..TrafficSnapshot::default()
         }),
         l4: None,
+        apps: Vec::new(),
     }
 }
 
@@ -329,6 +331,7 @@ pub fn balancer() -> Snapshot {
         caches: Vec::new(),
         traffic: None,
         l4: Some(vec![cache, web]),
+        apps: Vec::new(),
     }
 }
 

@@ -444,7 +444,7 @@ fn render_detail(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             label("errors"),
             Span::styled(
                 format!(
-                    "{} connect errors, {} retried elsewhere",
+                    "{} connect errors; {} came as retries",
                     s.connect_errors, s.retries
                 ),
                 if s.connect_errors > 0 {

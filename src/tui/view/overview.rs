@@ -49,14 +49,24 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         } else {
             ("running (g pauses)", theme.healthy)
         };
-        let line = Line::from(vec![
+        let mut spans = vec![
             Span::styled(format!("{} req/s target, ", t.rate_per_sec), theme.text),
             Span::styled(word, style),
             Span::styled(
                 format!(", {} requests, {} errors", t.requests, t.errors),
                 theme.text,
             ),
-        ]);
+        ];
+        if t.http_rate_per_sec > 0 {
+            spans.push(Span::styled(
+                format!(
+                    "; HTTP {}/s: {} requests, {} errors",
+                    t.http_rate_per_sec, t.http_requests, t.http_errors
+                ),
+                theme.text,
+            ));
+        }
+        let line = Line::from(spans);
         f.render_widget(
             Paragraph::new(line).block(boxed("Demo traffic", theme)),
             traffic,

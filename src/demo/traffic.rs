@@ -1,6 +1,8 @@
 //! The demo's gentle traffic generator: a steady trickle of memcached sets and gets spread
-//! over the cache nodes through real TCP connections, so the console has something to show
-//! and a failover is visible as errors that stop once the survivor takes over.
+//! over the cache nodes (and the L4 service in front of them) through real TCP connections,
+//! and HTTP requests through the L4 web service, one connection each, so the console has
+//! something to show and a failover or a dead backend is visible as errors that stop once
+//! the survivor takes over.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,20 +29,32 @@ const MAX_REPLY: usize = 1 << 21;
 
 pub struct Traffic {
     config: DemoConfig,
+    /// Where cache requests go, in turn.
     targets: Vec<SocketAddr>,
+    /// Where HTTP requests go.
+    http_target: Option<SocketAddr>,
     paused: AtomicBool,
     requests: AtomicU64,
     errors: AtomicU64,
+    http_requests: AtomicU64,
+    http_errors: AtomicU64,
 }
 
 impl Traffic {
-    pub fn new(config: DemoConfig, targets: Vec<SocketAddr>) -> Traffic {
+    pub fn new(
+        config: DemoConfig,
+        targets: Vec<SocketAddr>,
+        http_target: Option<SocketAddr>,
+    ) -> Traffic {
         Traffic {
             config,
             targets,
+            http_target,
             paused: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            http_requests: AtomicU64::new(0),
+            http_errors: AtomicU64::new(0),
         }
     }
 
@@ -54,10 +68,54 @@ impl Traffic {
             rate_per_sec: self.config.requests_per_sec,
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            http_rate_per_sec: self
+                .http_target
+                .map_or(0, |_| self.config.http_requests_per_sec),
+            http_requests: self.http_requests.load(Ordering::Relaxed),
+            http_errors: self.http_errors.load(Ordering::Relaxed),
         }
     }
 
     pub async fn run(self: std::sync::Arc<Self>, cancel: CancellationToken) {
+        tokio::join!(
+            self.clone().run_cache(cancel.clone()),
+            self.run_http(cancel)
+        );
+    }
+
+    /// HTTP GETs at `http_requests_per_sec`, each on a connection of its own: a balancer
+    /// sees new connections per second, as it would from browsers.
+    async fn run_http(self: std::sync::Arc<Self>, cancel: CancellationToken) {
+        let (Some(target), rate) = (self.http_target, self.config.http_requests_per_sec) else {
+            return;
+        };
+        if rate == 0 {
+            return;
+        }
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            if self.paused.load(Ordering::Relaxed) {
+                continue;
+            }
+            n += 1;
+            self.http_requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, http_get(target, n)) => r,
+                _ = cancel.cancelled() => return,
+            };
+            if !matches!(outcome, Ok(Ok(()))) {
+                self.http_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn run_cache(self: std::sync::Arc<Self>, cancel: CancellationToken) {
         if self.config.requests_per_sec == 0 || self.targets.is_empty() {
             return;
         }
@@ -125,6 +183,31 @@ pub fn preload(engine: &Engine, config: &DemoConfig) {
         }
         run_text(engine, unix_now(), batch.as_bytes());
         i += BATCH;
+    }
+}
+
+/// One `GET /demo/N` on a new connection; anything but a whole `200` reply is an error.
+async fn http_get(target: SocketAddr, n: u64) -> io::Result<()> {
+    let mut sock = TcpStream::connect(target).await?;
+    sock.set_nodelay(true)?;
+    let request = format!("GET /demo/{n} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n");
+    sock.write_all(request.as_bytes()).await?;
+    let mut reply = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let got = sock.read(&mut chunk).await?;
+        if got == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..got]);
+        if reply.len() > MAX_REPLY {
+            return Err(io::Error::other("reply too long"));
+        }
+    }
+    if reply.starts_with(b"HTTP/1.1 200 ") || reply.starts_with(b"HTTP/1.0 200 ") {
+        Ok(())
+    } else {
+        Err(io::Error::other("not a 200 reply"))
     }
 }
 
