@@ -103,6 +103,14 @@ fn line_with(screen: &str, words: &[&str]) -> bool {
 
 fn demo_config(dir: &Path) -> PathBuf {
     let (a, b) = (free_port(), free_port());
+    let apps: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let servers: Vec<String> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ name = \"app{}\", address = \"{a}\" }}", i + 1))
+        .collect();
     let text = format!(
         r#"
 [log]
@@ -114,6 +122,16 @@ requests_per_sec = 40
 keys = 200
 value_size = 100
 preload_keys = 20000
+apps = [{apps}]
+http_service = "web"
+http_requests_per_sec = 20
+
+[l4]
+threads = 1
+[l4.services.web]
+listen = "127.0.0.1:0"
+check = {{ type = "http", path = "/health", interval_ms = 200, timeout_ms = 150, rise = 2, fall = 2 }}
+servers = [{servers}]
 
 [master]
 port = 0
@@ -133,7 +151,13 @@ heartbeat_interval_ms = 200
 heartbeat_timeout_ms = 2000
 copy_bytes_per_sec = "1m"
 "#,
-        log = dir.join("log").display()
+        log = dir.join("log").display(),
+        apps = apps
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        servers = servers.join(", ")
     );
     let path = dir.join("demo.toml");
     std::fs::write(&path, text).expect("write config");
@@ -249,6 +273,40 @@ fn demo_failover_revive_key_tester_and_a_clean_exit() {
     });
     tmux.keys(&["Escape"]);
 
+    tmux.keys(&["q"]);
+    assert_restored(&tmux);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_l4_view_shows_a_killed_app_server_go_down_and_come_back() {
+    let Some((tmux, dir, _)) = start_demo("tmux-l4") else {
+        return;
+    };
+    tmux.keys(&["5"]);
+    tmux.wait_for("the web service with its servers up", |s| {
+        s.contains("L4 services")
+            && line_with(s, &["web", "3/3 up"])
+            && line_with(s, &["app2", "UP", "L7OK"])
+    });
+    tmux.keys(&["j"]);
+    tmux.wait_for("app2 selected", |s| s.contains("web/app2"));
+    tmux.keys(&["x"]);
+    tmux.wait_for("the confirmation", |s| {
+        s.contains("Kill the demo app server app2")
+    });
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("app2 marked DOWN", |s| {
+        line_with(s, &["app2", "DOWN", "L4CON"]) && line_with(s, &["web", "2/3 up"])
+    });
+    assert!(
+        screen.contains("app2 killed"),
+        "the outcome is flashed:\n{screen}"
+    );
+    tmux.keys(&["x"]);
+    tmux.wait_for("app2 back UP", |s| {
+        line_with(s, &["app2", "UP", "L7OK"]) && line_with(s, &["web", "3/3 up"])
+    });
     tmux.keys(&["q"]);
     assert_restored(&tmux);
     let _ = std::fs::remove_dir_all(&dir);
