@@ -179,6 +179,7 @@ impl Backend {
         }
         self.max_conns.store(s.max_conns, Relaxed);
         self.min_conns.store(s.min_conns, Relaxed);
+        self.checked().health.set_thresholds(s.rise, s.fall);
     }
 
     pub fn is_up(&self) -> bool {
@@ -419,5 +420,31 @@ mod tests {
         s.weight = 3;
         b.reconfigure(&s);
         assert_eq!(b.current_weight(), 3);
+    }
+
+    #[test]
+    fn a_reload_applies_new_rise_and_fall_to_a_kept_server() {
+        let b = backend(0, 0);
+        let report = CheckReport::default();
+        let mut s = BackendSettings {
+            weight: 2,
+            max_conns: 0,
+            min_conns: 0,
+            rise: 1,
+            fall: 5,
+        };
+        b.reconfigure(&s);
+        for _ in 0..3 {
+            assert_eq!(b.record_check(false, report.clone(), 1), None);
+        }
+        assert_eq!(b.phase(), Phase::GoingDown { failed: 3, fall: 5 });
+        s.fall = 2;
+        b.reconfigure(&s);
+        assert_eq!(b.phase(), Phase::GoingDown { failed: 1, fall: 2 });
+        assert_eq!(
+            b.record_check(false, report, 2),
+            Some(false),
+            "down at the new fall"
+        );
     }
 }

@@ -70,6 +70,15 @@ impl Health {
         self.up
     }
 
+    /// New rise/fall from a reload. Health and the streak so far stay; a streak that already
+    /// meets the new threshold flips at the next result that agrees with it.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+        let needed = if self.up { self.fall } else { self.rise };
+        self.streak = self.streak.min(needed - 1);
+    }
+
     /// Records one check result; returns the flip it caused, if any.
     pub fn observe(&mut self, ok: bool) -> Option<Flip> {
         if ok == self.up {

@@ -191,9 +191,7 @@ impl Scheduler {
             SchedulerKind::Rr => self.round_robin(servers.len(), ok),
             SchedulerKind::Wrr => self.weighted_round_robin(servers, ok),
             SchedulerKind::Lc => self.least(servers, ok, |s| (overhead(s), 1)),
-            SchedulerKind::Wlc => {
-                self.least(servers, ok, |s| (overhead(s), u64::from(s.weight())))
-            }
+            SchedulerKind::Wlc => self.least(servers, ok, |s| (overhead(s), u64::from(s.weight()))),
             SchedulerKind::Sed => self.least(servers, ok, |s| {
                 (u64::from(s.active()) + 1, u64::from(s.weight()))
             }),
