@@ -18,6 +18,7 @@
 #
 # Usage: benches/l4_vs_haproxy.sh                 (from anywhere inside the repository)
 #        DURATION=5 ROUNDS=3 THREADS=2 benches/l4_vs_haproxy.sh
+#        MEASURES=close benches/l4_vs_haproxy.sh      (any of: small close bulk)
 
 set -euo pipefail
 
@@ -32,6 +33,8 @@ WRK_THREADS=${WRK_THREADS:-1}   # wrk threads
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 SMALL_BYTES=${SMALL_BYTES:-100} # size of the small file
 BULK_MB=${BULK_MB:-64}          # size of the large file, MiB
+MEASURES=${MEASURES:-small close bulk} # which of the three to run
+HAPROXY_SPLICE=${HAPROXY_SPLICE:-0} # 1: haproxy gets `option splice-auto` (zero-copy splice(2))
 HAPROXY=${HAPROXY:-haproxy}
 NGINX=${NGINX:-nginx}
 WRK=${WRK:-wrk}
@@ -179,6 +182,7 @@ defaults
     timeout server 900s
     retries 2
     option redispatch
+$( ((HAPROXY_SPLICE)) && echo "    option splice-auto")
 frontend bench
     bind 127.0.0.1:$port
     default_backend app
@@ -358,7 +362,8 @@ echo "haproxy:    $("$HAPROXY" -v | head -1)"
 echo "nginx:      $("$NGINX" -v 2>&1)"
 echo "wrk:        $("$WRK" -v 2>&1 | head -1 || true)"
 echo "opsconsole: $("$BIN" --version)"
-echo "balancers:  $THREADS thread(s) each, round robin over 2 nginx servers, no health checks"
+echo "balancers:  $THREADS thread(s) each, round robin over 2 nginx servers, no health checks" \
+    "$( ((HAPROXY_SPLICE)) && echo "(haproxy with option splice-auto)")"
 echo "load:       wrk -t $WRK_THREADS, $CONNS conns ($BULK_CONNS for bulk), ${DURATION}s runs" \
     "after ${WARMUP}s warmup, $ROUNDS rounds per balancer; nginx $NGINX_WORKERS worker(s);" \
     "files of $SMALL_BYTES bytes and $BULK_MB MiB"
@@ -372,11 +377,16 @@ done
 
 echo
 echo "== baseline: wrk straight at nginx (app1), once"
-for kind in small close bulk; do
+for kind in $MEASURES; do
     measure "$kind" "$APP1_PORT"
     print_run nginx 1 "$kind"
 done
 
-compare "keep-alive requests, $SMALL_BYTES-byte file" small
-compare "new connections (Connection: close), $SMALL_BYTES-byte file" close
-compare "bulk transfer, $BULK_MB MiB file, $BULK_CONNS connections" bulk
+for kind in $MEASURES; do
+    case $kind in
+        small) compare "keep-alive requests, $SMALL_BYTES-byte file" small ;;
+        close) compare "new connections (Connection: close), $SMALL_BYTES-byte file" close ;;
+        bulk) compare "bulk transfer, $BULK_MB MiB file, $BULK_CONNS connections" bulk ;;
+        *) die "unknown measure '$kind' in MEASURES (small, close, bulk)" ;;
+    esac
+done

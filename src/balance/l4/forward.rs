@@ -25,6 +25,44 @@ use crate::config::balance::SendProxy;
 
 /// Bytes read per syscall in each direction.
 const BUFFER: usize = 32 * 1024;
+/// Free buffers a worker keeps for its next connections (8 MiB per worker at most).
+const POOLED_BUFFERS: usize = 256;
+
+thread_local! {
+    /// Each worker thread's free copy buffers. Short connections would otherwise allocate
+    /// and zero two buffers each, which showed as the largest user-space cost per new
+    /// connection.
+    static FREE_BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer from this thread's pool; it goes back to the pool when dropped.
+struct PooledBuffer(Option<Box<[u8]>>);
+
+impl PooledBuffer {
+    fn take() -> PooledBuffer {
+        let reused = FREE_BUFFERS.with(|f| f.borrow_mut().pop());
+        PooledBuffer(Some(
+            reused.unwrap_or_else(|| vec![0u8; BUFFER].into_boxed_slice()),
+        ))
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            FREE_BUFFERS.with(|f| {
+                let mut free = f.borrow_mut();
+                if free.len() < POOLED_BUFFERS {
+                    free.push(b);
+                }
+            });
+        }
+    }
+}
 
 pub async fn serve(
     service: Arc<Service>,
@@ -117,10 +155,11 @@ async fn relay(
 ) {
     let server = guard.backend().clone();
     let last = Cell::new(tokio::time::Instant::now());
+    let ended = Cell::new(false);
     let (client_read, client_write) = client.split();
     let (server_read, server_write) = upstream.split();
-    let inbound = pump(client_read, server_write, &server.bytes_in, &last);
-    let outbound = pump(server_read, client_write, &server.bytes_out, &last);
+    let inbound = pump(client_read, server_write, &server.bytes_in, &last, &ended);
+    let outbound = pump(server_read, client_write, &server.bytes_out, &last, &ended);
     tokio::pin!(inbound, outbound);
     let (mut inbound_done, mut outbound_done) = (false, false);
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -151,18 +190,24 @@ async fn relay(
 }
 
 /// One direction: read, write on, count; at end of input, pass the half-close on.
+/// `ended` is shared by both directions: the first to end sets it.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
     counter: &AtomicU64,
     last: &Cell<tokio::time::Instant>,
+    ended: &Cell<bool>,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; BUFFER];
+    let mut buffer = PooledBuffer::take();
+    let buf = buffer.bytes();
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = from.read(buf).await?;
         if n == 0 {
-            // The peer may already be gone; the other direction decides how this ends.
-            let _ = to.shutdown().await;
+            // The first direction to end passes the half-close on; when the other one ends
+            // too, both sockets close at once, and that close sends the FIN by itself.
+            if !ended.replace(true) {
+                let _ = to.shutdown().await;
+            }
             return Ok(());
         }
         to.write_all(&buf[..n]).await?;
