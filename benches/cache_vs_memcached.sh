@@ -14,6 +14,8 @@
 #        DURATION=5 ROUNDS=3 benches/cache_vs_memcached.sh
 
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-20}          # measured seconds per run
 WARMUP=${WARMUP:-1}               # unmeasured seconds before each run
@@ -28,11 +30,6 @@ SERVER_THREADS=${SERVER_THREADS:-2}
 CLIENT_THREADS=${CLIENT_THREADS:-1}
 MEMORY_MB=${MEMORY_MB:-1024}
 MEMCACHED=${MEMCACHED:-memcached}
-
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
 
 (( ROUNDS >= 2 )) || die "ROUNDS must be at least 2 (got '$ROUNDS')"
 command -v "$MEMCACHED" >/dev/null ||
@@ -58,32 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on, below the usual ephemeral range so client sockets cannot take it.
-free_port() {
-    local port tries
-    for tries in $(seq 100); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free loopback port found after $tries tries"
-}
-
-# Waits (at most 10 s) until the server accepts connections, failing early if it died.
-wait_until_listening() {
-    local pid=$1 port=$2 name=$3 log=$4 _
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited at start; its log:$(printf '\n'; cat "$log")"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "$name did not listen on 127.0.0.1:$port within 10 s"
-}
 
 # start_server memcached|opsconsole: starts a fresh server and sets SERVER_PID and SERVER_PORT.
 # Runs in this shell (never in $(...)), so the exit trap knows every server to stop.
@@ -114,15 +85,6 @@ start_server() {
 # json_field JSON NAME: the value of one field of the bench's one-line JSON report.
 json_field() {
     sed -nE "s/.*\"$2\":\"?([^,\"}]*).*/\1/p" <<<"$1"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { printf "%.1f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
 
 rss_kb() {

@@ -21,6 +21,8 @@
 #        MEASURES=close benches/l4_vs_haproxy.sh      (any of: small close bulk)
 
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-10}        # measured seconds per run
 WARMUP=${WARMUP:-1}             # unmeasured seconds before each run
@@ -38,11 +40,6 @@ HAPROXY_SPLICE=${HAPROXY_SPLICE:-0} # 1: haproxy gets `option splice-auto` (zero
 HAPROXY=${HAPROXY:-haproxy}
 NGINX=${NGINX:-nginx}
 WRK=${WRK:-wrk}
-
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
 
 (( ROUNDS >= 2 )) || die "ROUNDS must be at least 2 (got '$ROUNDS')"
 (( THREADS >= 1 )) || die "THREADS must be at least 1 (got '$THREADS')"
@@ -84,32 +81,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on, below the usual ephemeral range so client sockets cannot take it.
-free_port() {
-    local port tries
-    for tries in $(seq 100); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free loopback port found after $tries tries"
-}
-
-# Waits (at most 10 s) until the process accepts connections, failing early if it died.
-wait_until_listening() {
-    local pid=$1 port=$2 name=$3 log=$4 _
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited at start; its log:$(printf '\n'; cat "$log")"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "$name did not listen on 127.0.0.1:$port within 10 s"
-}
 
 # The backends: one nginx (NGINX_WORKERS workers) with two servers, app1 and app2, on two
 # ports. Each serves /small (SMALL_BYTES bytes starting with its own name, so the balancers
@@ -252,15 +223,6 @@ field() {
 # exact sum_exec_runtime, rather than the tick-sampled utime and stime of /proc/PID/stat).
 cpu_ns() {
     awk '{ s += $1 } END { printf "%.0f\n", s }' "/proc/$1/task/"*/schedstat 2>/dev/null || true
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { printf "%.1f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
 
 # measure small|close|bulk PORT [PID]: one wrk run (after a warmup run) against PORT; sets
