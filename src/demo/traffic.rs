@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Engine;
@@ -92,17 +92,9 @@ impl Traffic {
         if rate == 0 {
             return;
         }
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut ticker = pacer(rate);
         let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = cancel.cancelled() => return,
-            }
-            if self.paused.load(Ordering::Relaxed) {
-                continue;
-            }
+        while self.next_turn(&mut ticker, &cancel).await {
             n += 1;
             self.http_requests.fetch_add(1, Ordering::Relaxed);
             let outcome = tokio::select! {
@@ -115,25 +107,29 @@ impl Traffic {
         }
     }
 
+    /// Waits for the next tick the generator is not paused at; false once cancelled.
+    async fn next_turn(&self, ticker: &mut Interval, cancel: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = cancel.cancelled() => return false,
+            }
+            if !self.paused.load(Ordering::Relaxed) {
+                return true;
+            }
+        }
+    }
+
     async fn run_cache(self: std::sync::Arc<Self>, cancel: CancellationToken) {
         if self.config.requests_per_sec == 0 || self.targets.is_empty() {
             return;
         }
-        let period = Duration::from_secs_f64(1.0 / f64::from(self.config.requests_per_sec));
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut ticker = pacer(self.config.requests_per_sec);
         let mut conns: Vec<Option<TcpStream>> = self.targets.iter().map(|_| None).collect();
         let mut resting_until: Vec<Option<Instant>> = vec![None; self.targets.len()];
         let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
         let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = cancel.cancelled() => return,
-            }
-            if self.paused.load(Ordering::Relaxed) {
-                continue;
-            }
+        while self.next_turn(&mut ticker, &cancel).await {
             n += 1;
             let i = (n % self.targets.len() as u64) as usize;
             if resting_until[i].is_some_and(|t| Instant::now() < t) {
@@ -184,6 +180,14 @@ pub fn preload(engine: &Engine, config: &DemoConfig) {
         run_text(engine, unix_now(), batch.as_bytes());
         i += BATCH;
     }
+}
+
+/// Ticks `rate` times a second; ticks missed while a request was slow are skipped, not
+/// made up in a burst.
+fn pacer(rate: u32) -> Interval {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    ticker
 }
 
 /// One `GET /demo/N` on a new connection; anything but a whole `200` reply is an error.
