@@ -2,6 +2,8 @@
 //! always relative to the snapshot's own clock, so a fixed snapshot renders the same way
 //! every time.
 
+use std::collections::VecDeque;
+
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::Span;
@@ -140,6 +142,16 @@ pub fn fit(s: &str, w: usize) -> String {
     } else {
         format!("{s:<w$}")
     }
+}
+
+/// The newest samples of a history, as many as `width` columns show (a sparkline draws
+/// them right-aligned to now).
+pub fn newest(history: &VecDeque<u64>, width: usize) -> Vec<u64> {
+    history
+        .iter()
+        .skip(history.len().saturating_sub(width))
+        .copied()
+        .collect()
 }
 
 /// Splits `text` into rows of at most `width` characters (an empty text is one empty row),

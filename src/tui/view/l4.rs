@@ -8,7 +8,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
-use super::common::{age, boxed, bytes, count, fit, rate};
+use super::common::{age, boxed, bytes, count, fit, newest, rate};
 use crate::balance::backend::AdminState;
 use crate::balance::health::Phase;
 use crate::control::{ServerSnapshot, ServiceSnapshot};
@@ -485,12 +485,7 @@ fn sparkline(
     history: &std::collections::VecDeque<u64>,
     show: impl Fn(u64) -> String,
 ) {
-    let width = area.width.saturating_sub(2) as usize;
-    let data: Vec<u64> = history
-        .iter()
-        .skip(history.len().saturating_sub(width))
-        .copied()
-        .collect();
+    let data = newest(history, area.width.saturating_sub(2) as usize);
     let peak = data.iter().copied().max().unwrap_or(0);
     let now = data.last().copied().unwrap_or(0);
     f.render_widget(

@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
-use super::common::{boxed, bytes, count, fit, link_state, rate, role_badge};
+use super::common::{boxed, bytes, count, fit, link_state, newest, rate, role_badge};
 use super::l4;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
@@ -207,20 +207,13 @@ fn render_sparklines(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     if area.height < 3 {
         return;
     }
-    // The newest samples, right-aligned, as many as fit.
     let width = area.width.saturating_sub(2) as usize;
-    let newest = |v: &std::collections::VecDeque<u64>| -> Vec<u64> {
-        v.iter()
-            .skip(v.len().saturating_sub(width))
-            .copied()
-            .collect()
-    };
     let mut series: Vec<Series> = Vec::new();
     for c in app.visible_caches() {
         let Some(trend) = app.trends.get(&c.role) else {
             continue;
         };
-        let data = newest(&trend.ops);
+        let data = newest(&trend.ops, width);
         let peak = data.iter().copied().max().unwrap_or(0);
         series.push(Series {
             title: format!(
@@ -237,7 +230,7 @@ fn render_sparklines(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         let Some(trend) = app.l4_trend(&svc.name, None) else {
             continue;
         };
-        let data = newest(&trend.cps);
+        let data = newest(&trend.cps, width);
         let peak = data.iter().copied().max().unwrap_or(0);
         series.push(Series {
             title: format!(
