@@ -19,6 +19,7 @@
 # Usage: benches/l4_vs_haproxy.sh                 (from anywhere inside the repository)
 #        DURATION=5 ROUNDS=3 THREADS=2 benches/l4_vs_haproxy.sh
 #        MEASURES=close benches/l4_vs_haproxy.sh      (any of: small close bulk)
+#        SPLICE=off benches/l4_vs_haproxy.sh          (both copy through user space)
 
 set -euo pipefail
 # shellcheck source=benches/lib.sh
@@ -36,13 +37,16 @@ NGINX_WORKERS=${NGINX_WORKERS:-1}
 SMALL_BYTES=${SMALL_BYTES:-100} # size of the small file
 BULK_MB=${BULK_MB:-64}          # size of the large file, MiB
 MEASURES=${MEASURES:-small close bulk} # which of the three to run
-HAPROXY_SPLICE=${HAPROXY_SPLICE:-0} # 1: haproxy gets `option splice-auto` (zero-copy splice(2))
+SPLICE=${SPLICE:-auto}          # auto: both balancers splice(2) bulk transfers (haproxy
+                                # `option splice-auto`, opsconsole `splice = "auto"`);
+                                # off: both copy through user space
 HAPROXY=${HAPROXY:-haproxy}
 NGINX=${NGINX:-nginx}
 WRK=${WRK:-wrk}
 
 (( ROUNDS >= 2 )) || die "ROUNDS must be at least 2 (got '$ROUNDS')"
 (( THREADS >= 1 )) || die "THREADS must be at least 1 (got '$THREADS')"
+[[ $SPLICE == auto || $SPLICE == off ]] || die "SPLICE must be auto or off (got '$SPLICE')"
 for tool in "$HAPROXY" "$NGINX" "$WRK" curl; do
     command -v "$tool" >/dev/null ||
         die "'$tool' not found; install the tools with: apt-get install -y haproxy nginx wrk curl"
@@ -153,7 +157,7 @@ defaults
     timeout server 900s
     retries 2
     option redispatch
-$( ((HAPROXY_SPLICE)) && echo "    option splice-auto")
+$( [[ $SPLICE == auto ]] && echo "    option splice-auto")
 frontend bench
     bind 127.0.0.1:$port
     default_backend app
@@ -178,6 +182,7 @@ threads = $THREADS
 [l4.services.bench]
 listen = "127.0.0.1:$port"
 scheduler = "rr"
+splice = "$SPLICE"
 servers = [
   { name = "app1", address = "127.0.0.1:$APP1_PORT" },
   { name = "app2", address = "127.0.0.1:$APP2_PORT" },
@@ -324,8 +329,8 @@ echo "haproxy:    $("$HAPROXY" -v | head -1)"
 echo "nginx:      $("$NGINX" -v 2>&1)"
 echo "wrk:        $("$WRK" -v 2>&1 | head -1 || true)"
 echo "opsconsole: $("$BIN" --version)"
-echo "balancers:  $THREADS thread(s) each, round robin over 2 nginx servers, no health checks" \
-    "$( ((HAPROXY_SPLICE)) && echo "(haproxy with option splice-auto)")"
+echo "balancers:  $THREADS thread(s) each, round robin over 2 nginx servers, no health checks," \
+    "splice $SPLICE"
 echo "load:       wrk -t $WRK_THREADS, $CONNS conns ($BULK_CONNS for bulk), ${DURATION}s runs" \
     "after ${WARMUP}s warmup, $ROUNDS rounds per balancer; nginx $NGINX_WORKERS worker(s);" \
     "files of $SMALL_BYTES bytes and $BULK_MB MiB"

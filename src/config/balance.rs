@@ -39,6 +39,21 @@ pub enum SendProxy {
     V2,
 }
 
+/// How a service moves bytes between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Splice {
+    /// Copy through user space until a direction fills a whole buffer in one read (a bulk
+    /// transfer), then splice(2) that direction: short exchanges skip the pipe setup, long
+    /// ones skip the copies (HAProxy's `option splice-auto`).
+    #[default]
+    Auto,
+    /// splice(2) every direction from the first byte.
+    Always,
+    /// Always copy through user space.
+    Off,
+}
+
 /// One virtual service (`[l4.services.NAME]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +82,9 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// `none`, `v1` (text) or `v2` (binary): tell the real server who the client is.
     pub send_proxy: SendProxy,
+    /// `auto`, `always` or `off`: kernel-side copying with splice(2) on Linux (elsewhere
+    /// bytes always go through user space).
+    pub splice: Splice,
     /// Used only when the service is below quorum (no real server can take the client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sorry_server: Option<String>,
@@ -93,6 +111,7 @@ impl Default for ServiceConfig {
             idle_timeout_secs: 900,
             retries: 2,
             send_proxy: SendProxy::None,
+            splice: Splice::Auto,
             sorry_server: None,
             quorum: 1,
             check: None,

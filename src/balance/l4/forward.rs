@@ -21,7 +21,7 @@ use super::service::Service;
 use crate::balance::backend::{Backend, ConnGuard};
 use crate::balance::pool::PoolCursor;
 use crate::balance::select::Client;
-use crate::config::balance::SendProxy;
+use crate::config::balance::{SendProxy, Splice};
 
 /// Bytes read per syscall in each direction.
 const BUFFER: usize = 32 * 1024;
@@ -92,7 +92,7 @@ pub async fn serve(
     // From this worker's view of the pool, so ending a connection takes no shared lock.
     let persistence = cursor.borrow().persistence();
     tokio::select! {
-        _ = relay(&mut client, &mut upstream, &mut guard, idle) => {}
+        _ = relay(&mut client, &mut upstream, &mut guard, idle, service.splice()) => {}
         _ = stop.cancelled() => {}
     }
     if let Some(p) = &persistence {
@@ -152,14 +152,29 @@ async fn relay(
     upstream: &mut TcpStream,
     guard: &mut ConnGuard,
     idle: Option<Duration>,
+    splice: Splice,
 ) {
     let server = guard.backend().clone();
     let last = Cell::new(tokio::time::Instant::now());
     let ended = Cell::new(false);
     let (client_read, client_write) = client.split();
     let (server_read, server_write) = upstream.split();
-    let inbound = pump(client_read, server_write, &server.bytes_in, &last, &ended);
-    let outbound = pump(server_read, client_write, &server.bytes_out, &last, &ended);
+    let inbound = pump(
+        client_read,
+        server_write,
+        &server.bytes_in,
+        &last,
+        &ended,
+        splice,
+    );
+    let outbound = pump(
+        server_read,
+        client_write,
+        &server.bytes_out,
+        &last,
+        &ended,
+        splice,
+    );
     tokio::pin!(inbound, outbound);
     let (mut inbound_done, mut outbound_done) = (false, false);
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -189,7 +204,7 @@ async fn relay(
     }
 }
 
-/// One direction: read, write on, count; at end of input, pass the half-close on.
+/// One direction: move bytes on until end of input, then pass the half-close on.
 /// `ended` is shared by both directions: the first to end sets it.
 async fn pump(
     mut from: ReadHalf<'_>,
@@ -197,21 +212,100 @@ async fn pump(
     counter: &AtomicU64,
     last: &Cell<tokio::time::Instant>,
     ended: &Cell<bool>,
+    splice: Splice,
 ) -> io::Result<()> {
+    carry(&mut from, &mut to, counter, last, splice).await?;
+    // The first direction to end passes the half-close on; when the other one ends too,
+    // both sockets close at once, and that close sends the FIN by itself.
+    if !ended.replace(true) {
+        let _ = to.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Moves bytes until `from` reaches end of input: through a user-space buffer, or with
+/// splice(2) as `splice` says.
+async fn carry(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    counter: &AtomicU64,
+    last: &Cell<tokio::time::Instant>,
+    splice: Splice,
+) -> io::Result<()> {
+    if splice == Splice::Always
+        && let Some(done) = carry_spliced(from.as_ref(), to.as_ref(), counter, last).await
+    {
+        return done;
+    }
+    let mut auto = splice == Splice::Auto;
+    while copy(from, to, counter, last, auto).await? == Copied::Bulk {
+        match carry_spliced(from.as_ref(), to.as_ref(), counter, last).await {
+            Some(done) => return done,
+            None => auto = false, // no pipe to be had: stay in user space
+        }
+    }
+    Ok(())
+}
+
+#[derive(PartialEq)]
+enum Copied {
+    /// `from` reached end of input.
+    All,
+    /// A read filled the whole buffer, so more is queued: a bulk transfer, where the
+    /// kernel-side copy pays off.
+    Bulk,
+}
+
+/// Copies through a pooled user-space buffer until end of input or, when `stop_at_bulk`,
+/// the first full buffer (the buffer goes back to the pool before any splicing starts).
+async fn copy(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    counter: &AtomicU64,
+    last: &Cell<tokio::time::Instant>,
+    stop_at_bulk: bool,
+) -> io::Result<Copied> {
     let mut buffer = PooledBuffer::take();
     let buf = buffer.bytes();
     loop {
         let n = from.read(buf).await?;
         if n == 0 {
-            // The first direction to end passes the half-close on; when the other one ends
-            // too, both sockets close at once, and that close sends the FIN by itself.
-            if !ended.replace(true) {
-                let _ = to.shutdown().await;
-            }
-            return Ok(());
+            return Ok(Copied::All);
         }
         to.write_all(&buf[..n]).await?;
         counter.fetch_add(n as u64, Relaxed);
         last.set(tokio::time::Instant::now());
+        if stop_at_bulk && n == buf.len() {
+            return Ok(Copied::Bulk);
+        }
     }
+}
+
+/// Carries the rest of a direction with splice(2); `None` when no pipe could be opened.
+#[cfg(target_os = "linux")]
+async fn carry_spliced(
+    from: &TcpStream,
+    to: &TcpStream,
+    counter: &AtomicU64,
+    last: &Cell<tokio::time::Instant>,
+) -> Option<io::Result<()>> {
+    let mut pipe = match super::splice::PooledPipe::take() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("no pipe for splice(2), copying in user space: {e}");
+            return None;
+        }
+    };
+    Some(super::splice::carry(from, to, &mut pipe, counter, last).await)
+}
+
+/// splice(2) is Linux's: elsewhere bytes always go through user space.
+#[cfg(not(target_os = "linux"))]
+async fn carry_spliced(
+    _from: &TcpStream,
+    _to: &TcpStream,
+    _counter: &AtomicU64,
+    _last: &Cell<tokio::time::Instant>,
+) -> Option<io::Result<()>> {
+    None
 }

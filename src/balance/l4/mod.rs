@@ -6,6 +6,8 @@
 pub mod forward;
 pub mod proxy_header;
 pub mod service;
+#[cfg(target_os = "linux")]
+mod splice;
 pub mod worker;
 
 use std::collections::BTreeMap;

@@ -17,7 +17,9 @@ use crate::balance::persist::Persistence;
 use crate::balance::pool::{Pool, PoolTable};
 use crate::balance::probe::Probe;
 use crate::balance::select::{HashOptions, Load};
-use crate::config::balance::{CheckConfig, SendProxy, ServerConfig, ServiceConfig, parse_netmask};
+use crate::config::balance::{
+    CheckConfig, SendProxy, ServerConfig, ServiceConfig, Splice, parse_netmask,
+};
 use crate::control::{ServerSnapshot, ServiceSnapshot};
 use crate::replication::shared::now_ms;
 use crate::sync::lock;
@@ -30,6 +32,7 @@ pub struct Service {
     idle_timeout_secs: AtomicU64,
     retries: AtomicU32,
     send_proxy: AtomicU8,
+    splice: AtomicU8,
     /// Connections accepted.
     pub accepted: AtomicU64,
     /// Counters of servers a reload removed, so the service's totals do not drop.
@@ -61,6 +64,14 @@ fn settings(s: &ServerConfig, check: Option<&CheckConfig>) -> BackendSettings {
         min_conns: s.min_conns,
         rise: check.map_or(1, |c| c.rise),
         fall: check.map_or(1, |c| c.fall),
+    }
+}
+
+fn splice_code(s: Splice) -> u8 {
+    match s {
+        Splice::Auto => 0,
+        Splice::Always => 1,
+        Splice::Off => 2,
     }
 }
 
@@ -154,6 +165,7 @@ impl Service {
             idle_timeout_secs: AtomicU64::new(0),
             retries: AtomicU32::new(0),
             send_proxy: AtomicU8::new(0),
+            splice: AtomicU8::new(0),
             accepted: AtomicU64::new(0),
             retired: Mutex::new(Retired::default()),
             accepting: CancellationToken::new(),
@@ -170,6 +182,7 @@ impl Service {
         self.retries.store(cfg.retries, Relaxed);
         self.send_proxy
             .store(send_proxy_code(cfg.send_proxy), Relaxed);
+        self.splice.store(splice_code(cfg.splice), Relaxed);
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -185,6 +198,14 @@ impl Service {
 
     pub fn retries(&self) -> u32 {
         self.retries.load(Relaxed)
+    }
+
+    pub fn splice(&self) -> Splice {
+        match self.splice.load(Relaxed) {
+            1 => Splice::Always,
+            2 => Splice::Off,
+            _ => Splice::Auto,
+        }
     }
 
     pub fn send_proxy(&self) -> SendProxy {
