@@ -8,6 +8,7 @@ pub mod checker;
 pub mod hash;
 pub mod health;
 pub mod l4;
+pub mod l7;
 pub mod maglev;
 pub mod persist;
 pub mod pool;

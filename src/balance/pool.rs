@@ -211,10 +211,7 @@ mod tests {
     }
 
     fn client(last: u8) -> Client {
-        Client {
-            ip: IpAddr::from([10, 0, 0, last]),
-            port: 1234,
-        }
+        Client::new(IpAddr::from([10, 0, 0, last]), 1234)
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum SchedulerKind {
     Rr,
     /// Weighted round robin (LVS's interleaved sequence: AABABCABC for weights 4, 3, 2).
     Wrr,
+    /// Smooth weighted round robin (nginx's: weights 5, 1, 1 give AABACAA, never a run of
+    /// one server's turns when others are due). Not an LVS scheduler.
+    Swrr,
     /// Least connections.
     Lc,
     /// Weighted least connections (LVS's default).
@@ -43,9 +46,10 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 11] = [
+    pub const ALL: [SchedulerKind; 12] = [
         SchedulerKind::Rr,
         SchedulerKind::Wrr,
+        SchedulerKind::Swrr,
         SchedulerKind::Lc,
         SchedulerKind::Wlc,
         SchedulerKind::Sed,
@@ -61,6 +65,7 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Rr => "rr",
             SchedulerKind::Wrr => "wrr",
+            SchedulerKind::Swrr => "swrr",
             SchedulerKind::Lc => "lc",
             SchedulerKind::Wlc => "wlc",
             SchedulerKind::Sed => "sed",
@@ -117,6 +122,19 @@ fn overhead<S: Load>(s: &S) -> u64 {
 pub struct Client {
     pub ip: IpAddr,
     pub port: u16,
+    /// What an L7 request hashes on instead of the address (its URI, a URL parameter or a
+    /// header, already hashed); `None` hashes the address.
+    pub key: Option<u64>,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr, port: u16) -> Client {
+        Client {
+            ip,
+            port,
+            key: None,
+        }
+    }
 }
 
 /// `sh`/`mh` options, as ipvsadm's `sh-port` and `sh-fallback` flags.
@@ -142,6 +160,8 @@ pub struct Scheduler {
     cursor: Option<usize>,
     /// `wrr`: the current weight threshold of the round.
     current_weight: u32,
+    /// `swrr`: each server's running score.
+    smooth: Vec<i64>,
     /// `sh`: buckets to server indexes (`None` until a member exists).
     sh_table: Vec<u16>,
     /// `mh`: the Maglev lookup table.
@@ -158,6 +178,7 @@ impl Scheduler {
             hash,
             cursor: None,
             current_weight: 0,
+            smooth: Vec::new(),
             sh_table: Vec::new(),
             maglev: None,
             rng: seed | 1,
@@ -174,6 +195,7 @@ impl Scheduler {
         match self.kind {
             SchedulerKind::Sh => self.sh_table = sh_table(members),
             SchedulerKind::Mh => self.maglev = Maglev::build(members, Maglev::DEFAULT_SIZE),
+            SchedulerKind::Swrr => self.smooth.clear(),
             _ => {}
         }
     }
@@ -190,6 +212,7 @@ impl Scheduler {
         match self.kind {
             SchedulerKind::Rr => self.round_robin(servers.len(), ok),
             SchedulerKind::Wrr => self.weighted_round_robin(servers, ok),
+            SchedulerKind::Swrr => self.smooth_round_robin(servers, ok),
             SchedulerKind::Lc => self.least(servers, ok, |s| (overhead(s), 1)),
             SchedulerKind::Wlc => self.least(servers, ok, |s| (overhead(s), u64::from(s.weight()))),
             SchedulerKind::Sed => self.least(servers, ok, |s| {
@@ -267,6 +290,30 @@ impl Scheduler {
         None
     }
 
+    /// nginx's smooth weighted round robin: every available server's score grows by its
+    /// weight, the highest score is picked and loses the total. Over a cycle each server is
+    /// picked `weight` times, spread out; weights are read at each pick.
+    fn smooth_round_robin<S: Load>(
+        &mut self,
+        servers: &[S],
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        self.smooth.resize(servers.len(), 0);
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for i in (0..servers.len()).filter(|&i| ok(i)) {
+            let w = i64::from(servers[i].weight());
+            self.smooth[i] += w;
+            total += w;
+            if best.is_none_or(|b| self.smooth[i] > self.smooth[b]) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        self.smooth[b] -= total;
+        Some(b)
+    }
+
     /// LVS's `twos`: two weighted random draws; the one with less overhead per weight wins.
     fn twos<S: Load>(&mut self, servers: &[S], ok: impl Fn(usize) -> bool) -> Option<usize> {
         let total: u64 = (0..servers.len())
@@ -304,7 +351,9 @@ impl Scheduler {
     }
 
     fn client_hash(&self, client: &Client) -> u64 {
-        hash::client(client.ip, self.hash.port.then_some(client.port))
+        client
+            .key
+            .unwrap_or_else(|| hash::client(client.ip, self.hash.port.then_some(client.port)))
     }
 }
 
@@ -446,10 +495,7 @@ mod tests {
     }
 
     fn client(n: u32) -> Client {
-        Client {
-            ip: IpAddr::from(n.to_be_bytes()),
-            port: 40000,
-        }
+        Client::new(IpAddr::from(n.to_be_bytes()), 40000)
     }
 
     fn sequence(kind: SchedulerKind, s: &[S], picks: usize) -> String {
@@ -471,6 +517,18 @@ mod tests {
         s[0].usable = false;
         s[2].usable = false;
         assert_eq!(sequence(SchedulerKind::Rr, &s, 2), "--");
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_spreads_turns_as_nginx() {
+        let s = servers(&[5, 1, 1]);
+        assert_eq!(sequence(SchedulerKind::Swrr, &s, 14), "AABACAAAABACAA");
+        let s = servers(&[2, 0, 1]);
+        assert_eq!(
+            sequence(SchedulerKind::Swrr, &s, 6),
+            "ACAACA",
+            "weight 0 never picked"
+        );
     }
 
     #[test]
@@ -643,10 +701,7 @@ mod tests {
         sched.rebuild(&members);
         let mut seen = [false; 4];
         for port in 1000..1100 {
-            let c = Client {
-                ip: IpAddr::from([10, 0, 0, 1]),
-                port,
-            };
+            let c = Client::new(IpAddr::from([10, 0, 0, 1]), port);
             seen[sched.pick(&s, &c, &[]).expect("mapped")] = true;
         }
         assert!(seen.iter().all(|s| *s), "{seen:?}");

@@ -60,7 +60,7 @@ pub enum Splice {
 pub struct ServiceConfig {
     /// Where clients connect, `ip:port`.
     pub listen: String,
-    /// rr wrr lc wlc sed nq sh mh twos fo ovf (as `ipvsadm -s`).
+    /// rr wrr lc wlc sed nq sh mh twos fo ovf (as `ipvsadm -s`), or swrr (nginx's).
     pub scheduler: SchedulerKind,
     /// `sh`/`mh`: hash the client port too.
     pub hash_port: bool,

@@ -107,10 +107,7 @@ async fn connect(
     cursor: &RefCell<PoolCursor>,
     peer: SocketAddr,
 ) -> Option<(TcpStream, ConnGuard)> {
-    let client = Client {
-        ip: peer.ip(),
-        port: peer.port(),
-    };
+    let client = Client::new(peer.ip(), peer.port());
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let timeout = service.connect_timeout();
     loop {

@@ -1,0 +1,192 @@
+//! Header rewriting between client and server. Hop-by-hop headers (RFC 9110 §7.6.1: the
+//! fixed list plus whatever `Connection` names) belong to one connection and are removed in
+//! both directions; an `Upgrade` handshake keeps its two. Requests get `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via`; values a client sent for the
+//! `X-Forwarded-*` headers are replaced, not trusted, since this balancer is where clients
+//! arrive. Pure: header maps in, header maps out.
+
+use std::net::IpAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers every message loses.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+const VIA: &str = "1.1 opsconsole";
+
+/// `Connection: upgrade` with an `Upgrade` header: the client asks to switch protocols
+/// (WebSocket), and the two headers must reach the server.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers; with `upgrade`, leaves `Connection: upgrade` and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A request on its way to a server: hop-by-hop headers out, forwarding headers in.
+/// `host` is the Host the client asked for (the request line's authority or header).
+pub fn forward_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+    let upgrade = is_upgrade(headers);
+    strip_hop_by_hop(headers, upgrade);
+    let ip = client.to_canonical().to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(v) => {
+            headers.insert(forwarded_host, v);
+        }
+        None => {
+            headers.remove(forwarded_host);
+        }
+    }
+    add_via(headers);
+}
+
+/// A response on its way to the client.
+pub fn forward_response(headers: &mut HeaderMap, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    add_via(headers);
+}
+
+fn add_via(headers: &mut HeaderMap) {
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {VIA}"),
+        None => VIA.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic abc"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_two_headers() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(get(&h, "connection"), Some("upgrade"));
+        assert_eq!(get(&h, "upgrade"), Some("websocket"));
+        assert!(h.get("keep-alive").is_none());
+        assert!(
+            !is_upgrade(&map(&[("upgrade", "websocket")])),
+            "needs Connection: upgrade"
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_replace_what_the_client_claimed() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("host", "www.example.com"),
+        ]);
+        forward_request(
+            &mut h,
+            "10.1.2.3".parse().expect("ip"),
+            Some("www.example.com"),
+        );
+        assert_eq!(get(&h, "x-forwarded-for"), Some("10.1.2.3"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&h, "x-forwarded-host"), Some("www.example.com"));
+        assert_eq!(get(&h, "via"), Some("1.1 opsconsole"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn a_v4_mapped_client_is_written_as_v4_and_via_is_appended() {
+        let mut h = map(&[("via", "1.0 fred")]);
+        forward_request(&mut h, "::ffff:10.0.0.1".parse().expect("ip"), None);
+        assert_eq!(get(&h, "x-forwarded-for"), Some("10.0.0.1"));
+        assert_eq!(get(&h, "via"), Some("1.0 fred, 1.1 opsconsole"));
+        assert!(h.get("x-forwarded-host").is_none());
+        let mut r = map(&[("connection", "close"), ("content-length", "3")]);
+        forward_response(&mut r, false);
+        assert!(r.get("connection").is_none());
+        assert_eq!(get(&r, "content-length"), Some("3"));
+    }
+}
