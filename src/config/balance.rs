@@ -256,7 +256,7 @@ pub struct Problem {
     pub message: String,
 }
 
-fn problem(section: &str, key: &'static str, value: Option<&str>, message: String) -> Problem {
+pub fn problem(section: &str, key: &'static str, value: Option<&str>, message: String) -> Problem {
     Problem {
         section: section.to_string(),
         key,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{Role, RunArgs, parse_size};
 
 pub mod balance;
+pub mod l7;
 
 pub use balance::L4Config;
 

@@ -2,4 +2,5 @@
 //! balancing HAProxy users expect, over the same pools, schedulers and health checks as L4.
 
 pub mod headers;
+pub mod key;
 pub mod route;

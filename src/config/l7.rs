@@ -1,0 +1,397 @@
+//! The `[l7]` section: HTTP listeners with their routes, and the pools they send to.
+//! Servers and health checks are the same as L4's (`ServerConfig`, `CheckConfig`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::balance::{
+    CheckConfig, L4Config, Problem, ServerConfig, problem, validate_check, validate_servers,
+};
+use crate::balance::l7::route::{Route, RouteTable};
+use crate::balance::select::SchedulerKind;
+
+/// The L7 balancer: listeners (where clients connect, and how requests are routed) over
+/// pools (servers and how one is chosen).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L7Config {
+    /// Proxy worker threads, each with its own listeners and upstream connections;
+    /// 0 = one per core.
+    pub threads: usize,
+    pub listeners: BTreeMap<String, ListenerConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// `[l7.listeners.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    pub listen: String,
+    /// Open client connections at most (0 = no limit); more wait in the kernel's backlog.
+    pub max_conns: u32,
+    /// Request line and headers together at most; beyond it the client gets 431.
+    pub max_header_bytes: usize,
+    /// The request target at most; beyond it the client gets 414.
+    pub max_uri_bytes: usize,
+    /// A client must send its whole request head within this (slowloris).
+    pub client_header_timeout_ms: u64,
+    /// A kept-alive client connection with no request for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Host and path prefix → pool, nginx's way.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            listen: String::new(),
+            max_conns: 0,
+            max_header_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+            client_header_timeout_ms: 10_000,
+            idle_timeout_secs: 60,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One route: `host` (exact, `*.leading`, `trailing.*`, or absent for the default host),
+/// a path prefix, and the pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "root")]
+    pub path: String,
+    pub pool: String,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// How a pool picks a server for a request (HAProxy's `balance` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Smooth weighted round robin; weights change at runtime.
+    #[default]
+    Roundrobin,
+    /// Fewest active requests per weight.
+    Leastconn,
+    /// Two weighted random picks, the less loaded wins.
+    Random,
+    /// A hash of the client address.
+    Source,
+    /// A hash of the path and query.
+    Uri,
+    /// A hash of one query parameter (`hash_key`); requests without it hash the client
+    /// address.
+    UrlParam,
+    /// A hash of one header (`hash_key`); requests without it hash the client address.
+    Hdr,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Roundrobin => "roundrobin",
+            Algorithm::Leastconn => "leastconn",
+            Algorithm::Random => "random",
+            Algorithm::Source => "source",
+            Algorithm::Uri => "uri",
+            Algorithm::UrlParam => "url_param",
+            Algorithm::Hdr => "hdr",
+        }
+    }
+
+    pub fn is_hash(self) -> bool {
+        matches!(
+            self,
+            Algorithm::Source | Algorithm::Uri | Algorithm::UrlParam | Algorithm::Hdr
+        )
+    }
+
+    /// The shared scheduler that implements it: the hashes map through `sh`'s weighted
+    /// buckets (map-based) or a Maglev table (consistent).
+    pub fn scheduler(self, hash_type: HashType) -> SchedulerKind {
+        match (self, hash_type) {
+            (Algorithm::Roundrobin, _) => SchedulerKind::Swrr,
+            (Algorithm::Leastconn, _) => SchedulerKind::Wlc,
+            (Algorithm::Random, _) => SchedulerKind::Twos,
+            (_, HashType::MapBased) => SchedulerKind::Sh,
+            (_, HashType::Consistent) => SchedulerKind::Mh,
+        }
+    }
+}
+
+/// How a hash maps to a server (HAProxy's `hash-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashType {
+    /// Weighted buckets: even, but a change of servers remaps most keys.
+    #[default]
+    MapBased,
+    /// Maglev: a server leaving moves only its own keys.
+    Consistent,
+}
+
+/// `[l7.pools.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub algorithm: Algorithm,
+    /// `url_param`: the parameter; `hdr`: the header name.
+    pub hash_key: String,
+    pub hash_type: HashType,
+    pub connect_timeout_ms: u64,
+    /// From the request sent to the response head received.
+    pub response_timeout_ms: u64,
+    /// Further tries on other servers after a failed one.
+    pub retries: u32,
+    /// Retry a 502/503/504 or a timeout for POST and other non-idempotent methods too.
+    pub retry_non_idempotent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckConfig>,
+    pub servers: Vec<ServerConfig>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            algorithm: Algorithm::Roundrobin,
+            hash_key: String::new(),
+            hash_type: HashType::MapBased,
+            connect_timeout_ms: 3000,
+            response_timeout_ms: 30_000,
+            retries: 2,
+            retry_non_idempotent: false,
+            check: None,
+            servers: Vec::new(),
+        }
+    }
+}
+
+impl L7Config {
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The routes of `listener` as the route table takes them (pool names as indexes into
+    /// `pools`, in name order).
+    pub fn routes(&self, listener: &ListenerConfig) -> Vec<Route> {
+        listener
+            .routes
+            .iter()
+            .map(|r| Route {
+                host: r.host.clone(),
+                path: r.path.clone(),
+                pool: self.pools.keys().position(|p| *p == r.pool).unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
+pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> {
+    if l7.threads > 256 {
+        let message = format!("threads {} in [l7] is more than 256", l7.threads);
+        return Err(problem("l7", "threads", None, message));
+    }
+    if l7.listeners.is_empty() {
+        let message = "[l7] has no listeners: add [l7.listeners.NAME] with listen and routes";
+        return Err(problem("l7", "listeners", None, message.into()));
+    }
+    let mut listens: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    for (name, l) in &l7.listeners {
+        let section = format!("l7.listeners.{name}");
+        let here = format!("[{section}]");
+        let listen: SocketAddr = l.listen.parse().map_err(|_| {
+            let message = format!(
+                "listen '{}' in {here} is not an address like 127.0.0.1:8080",
+                l.listen
+            );
+            problem(&section, "listen", None, message)
+        })?;
+        if listen.port() != 0
+            && let Some(other) = listens.insert(listen, name)
+        {
+            let message =
+                format!("listen {listen} in {here} is already used by [l7.listeners.{other}]");
+            return Err(problem(&section, "listen", None, message));
+        }
+        if !(8 * 1024..=1024 * 1024).contains(&l.max_header_bytes) {
+            let message = format!(
+                "max_header_bytes {} in {here} is not between 8192 and 1048576",
+                l.max_header_bytes
+            );
+            return Err(problem(&section, "max_header_bytes", None, message));
+        }
+        if l.max_uri_bytes == 0 || l.max_uri_bytes > l.max_header_bytes {
+            let message = format!(
+                "max_uri_bytes {} in {here} must be between 1 and max_header_bytes ({})",
+                l.max_uri_bytes, l.max_header_bytes
+            );
+            return Err(problem(&section, "max_uri_bytes", None, message));
+        }
+        if l.client_header_timeout_ms == 0 {
+            let message =
+                format!("client_header_timeout_ms 0 in {here} would refuse every request");
+            return Err(problem(&section, "client_header_timeout_ms", None, message));
+        }
+        if l.routes.is_empty() {
+            let message =
+                format!("{here} has no routes: add routes = [{{ path = \"/\", pool = \"web\" }}]");
+            return Err(problem(&section, "routes", None, message));
+        }
+        if let Some(r) = l.routes.iter().find(|r| !l7.pools.contains_key(&r.pool)) {
+            let message = format!(
+                "route to pool '{}' in {here}: there is no [l7.pools.{}]",
+                r.pool, r.pool
+            );
+            return Err(problem(&section, "routes", Some(&r.pool), message));
+        }
+        RouteTable::new(&l7.routes(l))
+            .map_err(|e| problem(&section, "routes", None, format!("{e} (in {here})")))?;
+    }
+    for (name, p) in &l7.pools {
+        let section = format!("l7.pools.{name}");
+        let here = format!("[{section}]");
+        if l4.is_some_and(|l4| l4.services.contains_key(name)) {
+            let message = format!(
+                "{here} has the name of an L4 service: commands address both as {name}/SERVER, so the names must differ"
+            );
+            return Err(problem(&section, "servers", None, message));
+        }
+        if matches!(p.algorithm, Algorithm::UrlParam | Algorithm::Hdr) && p.hash_key.is_empty() {
+            let message = format!(
+                "algorithm '{}' in {here} needs hash_key: the {} to hash",
+                p.algorithm.name(),
+                if p.algorithm == Algorithm::Hdr {
+                    "header"
+                } else {
+                    "query parameter"
+                }
+            );
+            return Err(problem(&section, "hash_key", None, message));
+        }
+        if p.algorithm == Algorithm::Hdr
+            && hyper::header::HeaderName::from_bytes(p.hash_key.as_bytes()).is_err()
+        {
+            let message = format!("hash_key '{}' in {here} is not a header name", p.hash_key);
+            return Err(problem(&section, "hash_key", None, message));
+        }
+        for (key, value) in [
+            ("connect_timeout_ms", p.connect_timeout_ms),
+            ("response_timeout_ms", p.response_timeout_ms),
+        ] {
+            if value == 0 {
+                let message = format!("{key} 0 in {here} would fail every request");
+                return Err(problem(&section, key, None, message));
+            }
+        }
+        if p.retries > 16 {
+            let message = format!("retries {} in {here} is more than 16", p.retries);
+            return Err(problem(&section, "retries", None, message));
+        }
+        if p.servers.is_empty() {
+            let message = format!(
+                "{here} has no servers: add servers = [{{ address = \"127.0.0.1:8081\" }}]"
+            );
+            return Err(problem(&section, "servers", None, message));
+        }
+        validate_servers(&section, &p.servers)?;
+        if let Some(c) = &p.check {
+            validate_check(&format!("{section}.check"), c)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> L7Config {
+        toml::from_str(text).expect("parses")
+    }
+
+    const GOOD: &str = r#"
+[listeners.main]
+listen = "127.0.0.1:8080"
+routes = [
+  { host = "www.example.com", path = "/api/", pool = "api" },
+  { path = "/", pool = "web" },
+]
+[pools.web]
+servers = [{ address = "127.0.0.1:8081" }]
+[pools.api]
+algorithm = "url_param"
+hash_key = "user"
+hash_type = "consistent"
+servers = [{ address = "127.0.0.1:8082" }]
+"#;
+
+    #[test]
+    fn a_good_config_validates_and_routes_name_pools_by_index() {
+        let c = parse(GOOD);
+        assert!(validate_l7(&c, None).is_ok(), "valid");
+        let routes = c.routes(&c.listeners["main"]);
+        // Pools are indexed in name order: api = 0, web = 1.
+        assert_eq!(routes.iter().map(|r| r.pool).collect::<Vec<_>>(), [0, 1]);
+        let api = &c.pools["api"];
+        assert_eq!(api.algorithm.scheduler(api.hash_type), SchedulerKind::Mh);
+        assert_eq!(
+            Algorithm::Roundrobin.scheduler(HashType::MapBased),
+            SchedulerKind::Swrr
+        );
+        let listener = &c.listeners["main"];
+        assert_eq!(
+            (listener.max_header_bytes, listener.max_uri_bytes),
+            (65536, 8192)
+        );
+    }
+
+    fn problem_with(text: &str) -> Problem {
+        validate_l7(&parse(text), None).expect_err("refused")
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_section_and_key() {
+        let p = problem_with(&GOOD.replace("pool = \"api\"", "pool = \"apx\""));
+        assert_eq!((p.section.as_str(), p.key), ("l7.listeners.main", "routes"));
+        assert!(p.message.contains("no [l7.pools.apx]"), "{}", p.message);
+        let p = problem_with(&GOOD.replace("hash_key = \"user\"", ""));
+        assert_eq!((p.section.as_str(), p.key), ("l7.pools.api", "hash_key"));
+        let p = problem_with(&GOOD.replace("path = \"/api/\"", "path = \"api\""));
+        assert!(p.message.contains("must start with /"), "{}", p.message);
+        let p = problem_with(&GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nmax_header_bytes = 100",
+        ));
+        assert_eq!(p.key, "max_header_bytes");
+        let p = problem_with(&GOOD.replace("127.0.0.1:8081", "nowhere"));
+        assert_eq!((p.section.as_str(), p.key), ("l7.pools.web", "servers"));
+    }
+
+    #[test]
+    fn a_pool_may_not_share_a_name_with_an_l4_service() {
+        let l4: L4Config = toml::from_str(
+            "[services.web]\nlisten = \"127.0.0.1:0\"\nservers = [{ address = \"127.0.0.1:1\" }]",
+        )
+        .expect("l4 parses");
+        let p = validate_l7(&parse(GOOD), Some(&l4)).expect_err("refused");
+        assert!(p.message.contains("L4 service"), "{}", p.message);
+    }
+
+    #[test]
+    fn unknown_keys_and_algorithms_do_not_parse() {
+        assert!(toml::from_str::<L7Config>("[pools.web]\nalgorithm = \"fastest\"").is_err());
+        assert!(toml::from_str::<L7Config>("[pools.web]\nbalance = \"uri\"").is_err());
+    }
+}
