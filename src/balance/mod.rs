@@ -1,7 +1,8 @@
 //! Load balancing shared by the L4 and L7 roles: real servers and their counters
 //! (`backend`), the schedulers (`select`, `maglev`, `hash`), health (`health` state machine,
 //! `probe` checks, `checker` task), persistence (`persist`) and pools (`pool`) that put them
-//! together. `l4` is the TCP proxy on top.
+//! together. `l4` is the TCP proxy on top; `l7` holds the HTTP proxy's routing, header
+//! rewriting and request hashing.
 
 pub mod backend;
 pub mod checker;
