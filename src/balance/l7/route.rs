@@ -50,21 +50,19 @@ impl HostPattern {
     }
 }
 
+/// One path prefix of a virtual host: the pool it sends to, and which configured route
+/// it came from.
+#[derive(Debug, Clone)]
+struct PathRoute {
+    prefix: String,
+    matched: Matched,
+}
+
 /// A host's routes, longest path first.
 #[derive(Debug, Clone)]
 struct VirtualHost {
     pattern: Option<HostPattern>,
-    paths: Vec<(String, usize)>,
-}
-
-impl VirtualHost {
-    fn route(&self, path: &str) -> Option<(usize, usize)> {
-        self.paths
-            .iter()
-            .enumerate()
-            .find(|(_, (prefix, _))| path.starts_with(prefix.as_str()))
-            .map(|(i, (_, pool))| (i, *pool))
-    }
+    paths: Vec<PathRoute>,
 }
 
 /// Where a request goes: its pool, and which configured route took it.
@@ -77,8 +75,6 @@ pub struct Matched {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     hosts: Vec<VirtualHost>,
-    /// For each virtual host and path position, the configured route's index.
-    route_ids: Vec<Vec<usize>>,
 }
 
 impl RouteTable {
@@ -106,12 +102,11 @@ impl RouteTable {
                         pattern,
                         paths: Vec::new(),
                     });
-                    table.route_ids.push(Vec::new());
                     table.hosts.len() - 1
                 }
             };
             let host = &mut table.hosts[at];
-            if host.paths.iter().any(|(p, _)| *p == r.path) {
+            if host.paths.iter().any(|p| p.prefix == r.path) {
                 return Err(format!(
                     "route {}: host {} already has a route for path '{}'",
                     id + 1,
@@ -119,14 +114,17 @@ impl RouteTable {
                     r.path
                 ));
             }
-            host.paths.push((r.path.clone(), r.pool));
-            table.route_ids[at].push(id);
+            host.paths.push(PathRoute {
+                prefix: r.path.clone(),
+                matched: Matched {
+                    pool: r.pool,
+                    route: id,
+                },
+            });
         }
-        for (host, ids) in table.hosts.iter_mut().zip(table.route_ids.iter_mut()) {
-            let mut order: Vec<usize> = (0..host.paths.len()).collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(host.paths[i].0.len()));
-            host.paths = order.iter().map(|&i| host.paths[i].clone()).collect();
-            *ids = order.iter().map(|&i| ids[i]).collect();
+        for host in &mut table.hosts {
+            host.paths
+                .sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
         }
         Ok(table)
     }
@@ -135,11 +133,11 @@ impl RouteTable {
     /// `path`. `None`: no virtual host or no path prefix matches (a 404).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<Matched> {
         let at = self.virtual_host(host)?;
-        let (position, pool) = self.hosts[at].route(path)?;
-        Some(Matched {
-            pool,
-            route: self.route_ids[at][position],
-        })
+        self.hosts[at]
+            .paths
+            .iter()
+            .find(|p| path.starts_with(p.prefix.as_str()))
+            .map(|p| p.matched)
     }
 
     fn virtual_host(&self, host: Option<&str>) -> Option<usize> {
