@@ -22,10 +22,15 @@ pub struct L4Config {
 
 impl L4Config {
     pub fn threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+        threads_or_cores(self.threads)
+    }
+}
+
+/// A balancer's `threads`: as configured, or one per core for 0.
+pub fn threads_or_cores(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
@@ -266,39 +271,12 @@ pub fn problem(section: &str, key: &'static str, value: Option<&str>, message: S
 }
 
 pub fn validate_l4(l4: &L4Config) -> Result<(), Problem> {
-    if l4.threads > 256 {
-        return Err(problem(
-            "l4",
-            "threads",
-            None,
-            format!("threads {} in [l4] is more than 256", l4.threads),
-        ));
-    }
+    validate_threads("l4", l4.threads)?;
     let mut listens: BTreeMap<SocketAddr, &str> = BTreeMap::new();
     for (name, s) in &l4.services {
         let section = format!("l4.services.{name}");
         let here = format!("[{section}]");
-        let listen: SocketAddr = s.listen.parse().map_err(|_| {
-            problem(
-                &section,
-                "listen",
-                None,
-                format!(
-                    "listen '{}' in {here} is not an address like 127.0.0.1:8000",
-                    s.listen
-                ),
-            )
-        })?;
-        if listen.port() != 0
-            && let Some(other) = listens.insert(listen, name)
-        {
-            return Err(problem(
-                &section,
-                "listen",
-                None,
-                format!("listen {listen} in {here} is already used by [l4.services.{other}]"),
-            ));
-        }
+        unique_listen(&section, &s.listen, "l4.services", name, &mut listens)?;
         if let Some(sorry) = &s.sorry_server
             && sorry.parse::<SocketAddr>().is_err()
         {
@@ -360,6 +338,37 @@ pub fn validate_l4(l4: &L4Config) -> Result<(), Problem> {
         }
     }
     Ok(())
+}
+
+pub fn validate_threads(section: &str, threads: usize) -> Result<(), Problem> {
+    if threads > 256 {
+        let message = format!("threads {threads} in [{section}] is more than 256");
+        return Err(problem(section, "threads", None, message));
+    }
+    Ok(())
+}
+
+/// Parses `section`'s `listen` and checks no other `[family.NAME]` listens there (port 0
+/// picks a free port, so it never collides).
+pub fn unique_listen<'a>(
+    section: &str,
+    listen: &str,
+    family: &str,
+    name: &'a str,
+    listens: &mut BTreeMap<SocketAddr, &'a str>,
+) -> Result<SocketAddr, Problem> {
+    let here = format!("[{section}]");
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        let message = format!("listen '{listen}' in {here} is not an address like 127.0.0.1:8000");
+        problem(section, "listen", None, message)
+    })?;
+    if addr.port() != 0
+        && let Some(other) = listens.insert(addr, name)
+    {
+        let message = format!("listen {addr} in {here} is already used by [{family}.{other}]");
+        return Err(problem(section, "listen", None, message));
+    }
+    Ok(addr)
 }
 
 pub fn validate_servers(section: &str, servers: &[ServerConfig]) -> Result<(), Problem> {

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::balance::{
-    CheckConfig, L4Config, Problem, ServerConfig, problem, validate_check, validate_servers,
+    CheckConfig, L4Config, Problem, ServerConfig, problem, threads_or_cores, unique_listen,
+    validate_check, validate_servers, validate_threads,
 };
 use crate::balance::l7::route::{Route, RouteTable};
 use crate::balance::select::SchedulerKind;
@@ -177,10 +178,7 @@ impl Default for PoolConfig {
 
 impl L7Config {
     pub fn threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+        threads_or_cores(self.threads)
     }
 
     /// The routes of `listener` as the route table takes them (pool names as indexes into
@@ -199,10 +197,7 @@ impl L7Config {
 }
 
 pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> {
-    if l7.threads > 256 {
-        let message = format!("threads {} in [l7] is more than 256", l7.threads);
-        return Err(problem("l7", "threads", None, message));
-    }
+    validate_threads("l7", l7.threads)?;
     if l7.listeners.is_empty() {
         let message = "[l7] has no listeners: add [l7.listeners.NAME] with listen and routes";
         return Err(problem("l7", "listeners", None, message.into()));
@@ -211,20 +206,7 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
     for (name, l) in &l7.listeners {
         let section = format!("l7.listeners.{name}");
         let here = format!("[{section}]");
-        let listen: SocketAddr = l.listen.parse().map_err(|_| {
-            let message = format!(
-                "listen '{}' in {here} is not an address like 127.0.0.1:8080",
-                l.listen
-            );
-            problem(&section, "listen", None, message)
-        })?;
-        if listen.port() != 0
-            && let Some(other) = listens.insert(listen, name)
-        {
-            let message =
-                format!("listen {listen} in {here} is already used by [l7.listeners.{other}]");
-            return Err(problem(&section, "listen", None, message));
-        }
+        unique_listen(&section, &l.listen, "l7.listeners", name, &mut listens)?;
         if !(8 * 1024..=1024 * 1024).contains(&l.max_header_bytes) {
             let message = format!(
                 "max_header_bytes {} in {here} is not between 8192 and 1048576",
