@@ -15,6 +15,9 @@ pub enum Role {
     Slave,
     /// An LVS-style TCP load balancer over the `[l4.services.*]` of the config.
     L4,
+    /// An HTTP reverse proxy and load balancer over the `[l7.listeners.*]` and
+    /// `[l7.pools.*]` of the config.
+    L7,
     /// Everything on loopback from configs/demo.toml: a replicating cache pair, a gentle
     /// traffic generator, and the console.
     Demo,
@@ -26,6 +29,7 @@ impl Role {
             Role::Master => "master",
             Role::Slave => "slave",
             Role::L4 => "l4",
+            Role::L7 => "l7",
             Role::Demo => "demo",
         }
     }
@@ -38,7 +42,7 @@ impl Role {
     about = "A replicated memcached-compatible cache node, L4 and L7 balancer, with a live console",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10"
+    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --role l7 --config configs/l7.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10"
 )]
 pub struct Cli {
     #[command(subcommand)]

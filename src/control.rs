@@ -24,6 +24,74 @@ pub struct Snapshot {
     /// The demo's HTTP app servers.
     #[serde(default)]
     pub apps: Vec<AppServerSnapshot>,
+    /// The L7 balancer's listeners and pools, when it runs.
+    #[serde(default)]
+    pub l7: Option<L7Snapshot>,
+}
+
+/// The HTTP proxy: where clients come in, and the pools requests go to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct L7Snapshot {
+    pub listeners: Vec<ListenerSnapshot>,
+    pub pools: Vec<PoolSnapshot>,
+}
+
+/// An L7 listener and its routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListenerSnapshot {
+    pub name: String,
+    pub listen: String,
+    /// Client connections open now.
+    pub active_conns: u64,
+    pub total_conns: u64,
+    /// Requests no route matched (answered 404).
+    pub no_route: u64,
+    /// Requests refused before routing: 414, or 400 for a request without a usable Host.
+    pub rejected: u64,
+    pub routes: Vec<RouteSnapshot>,
+}
+
+/// One route (host and path prefix to a pool) and what went through it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteSnapshot {
+    /// `None`: the default host.
+    pub host: Option<String>,
+    pub path: String,
+    pub pool: String,
+    pub http: HttpStats,
+}
+
+/// An L7 pool: its servers and what it did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolSnapshot {
+    pub name: String,
+    /// HAProxy's `balance` name, with the hash type for hashes.
+    pub algorithm: String,
+    /// Requests in flight to its servers.
+    pub active: u64,
+    /// Further tries after a failed connect or a retried response.
+    pub retries: u64,
+    /// Requests that ended on another server than the first one picked.
+    pub redispatches: u64,
+    /// Requests answered 503 because no server could take them.
+    pub no_server: u64,
+    /// Summed over its servers, percentiles over all their responses.
+    pub http: HttpStats,
+    pub servers: Vec<ServerSnapshot>,
+}
+
+/// HTTP counters of a server, route or pool. Latency is the upstream response time (request
+/// sent to response head received) over the last 10 to 20 seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpStats {
+    pub requests: u64,
+    /// Responses by class, 1xx to 5xx.
+    pub responses: [u64; 5],
+    /// Sent requests that got no usable response (reset, timeout, malformed).
+    pub response_errors: u64,
+    pub p50_us: Option<u64>,
+    pub p90_us: Option<u64>,
+    pub p99_us: Option<u64>,
 }
 
 /// One of the demo's HTTP app servers.
@@ -89,6 +157,9 @@ pub struct ServerSnapshot {
     pub check_duration_us: Option<u64>,
     /// Unix ms of the last change of admin state or health.
     pub state_since_ms: u64,
+    /// HTTP counters, for a server behind the L7 balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpStats>,
 }
 
 impl ServerSnapshot {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::l4::L4;
+use crate::balance::l7::L7;
 use crate::cache::Engine;
 use crate::cache::engine::unix_now;
 use crate::cache::exec::run_text;
@@ -158,6 +159,8 @@ pub struct Node {
     pub traffic: Option<Arc<Traffic>>,
     /// The L4 balancer, when the config has an `[l4]` section.
     pub l4: Option<L4>,
+    /// The L7 balancer, when the config has an `[l7]` section.
+    pub l7: Option<L7>,
     /// The demo's HTTP app servers.
     pub apps: Vec<Arc<AppServer>>,
     cancel: CancellationToken,
@@ -223,6 +226,11 @@ impl Node {
                 )?);
             }
         }
+        // L7 before L4, so that an L4 service in front of an L7 listener finds it.
+        let l7 = match &config.l7 {
+            Some(c) => Some(L7::start(c)?),
+            None => None,
+        };
         let l4 = match &config.l4 {
             Some(c) => Some(L4::start(c)?),
             None => None,
@@ -261,6 +269,7 @@ impl Node {
             caches,
             traffic,
             l4,
+            l7,
             apps,
             cancel,
             tracker,
@@ -275,6 +284,10 @@ impl Node {
         let started = Instant::now();
         let l4_done = match &self.l4 {
             Some(l4) => l4.shutdown(grace).await,
+            None => true,
+        };
+        let l7_done = match &self.l7 {
+            Some(l7) => l7.shutdown(grace.saturating_sub(started.elapsed())).await,
             None => true,
         };
         let grace = grace.saturating_sub(started.elapsed());
@@ -300,28 +313,43 @@ impl Node {
         })
         .await
         .is_ok();
-        l4_done && caches_done
+        l4_done && l7_done && caches_done
     }
 
     /// Applies a re-read config to the running balancers (SIGHUP). Cache settings need a
     /// restart and are left as they are.
     pub fn reload(&self, config: &crate::config::Config) -> Result<String, String> {
+        let mut done = Vec::new();
         match (&self.l4, &config.l4) {
-            (Some(l4), Some(c)) => l4
-                .reload(c)
-                .map(|changes| format!("l4: {changes}"))
-                .map_err(|e| e.to_string()),
-            (Some(_), None) => Err(
-                "the new config has no [l4] section; an L4 balancer cannot be removed by a reload"
-                    .into(),
-            ),
-            (None, Some(_)) => {
-                Err("the new config adds [l4]; starting a role needs a restart".into())
+            (Some(l4), Some(c)) => {
+                done.push(format!("l4: {}", l4.reload(c).map_err(|e| e.to_string())?))
             }
-            (None, None) => Ok(
-                "nothing to reload (only balancers reload; cache settings need a restart)".into(),
-            ),
+            (Some(_), None) => {
+                return Err("the new config has no [l4] section; an L4 balancer cannot be removed by a reload".into());
+            }
+            (None, Some(_)) => {
+                return Err("the new config adds [l4]; starting a role needs a restart".into());
+            }
+            (None, None) => {}
         }
+        match (&self.l7, &config.l7) {
+            (Some(l7), Some(c)) => {
+                done.push(format!("l7: {}", l7.reload(c).map_err(|e| e.to_string())?))
+            }
+            (Some(_), None) => {
+                return Err("the new config has no [l7] section; an L7 balancer cannot be removed by a reload".into());
+            }
+            (None, Some(_)) => {
+                return Err("the new config adds [l7]; starting a role needs a restart".into());
+            }
+            (None, None) => {}
+        }
+        if done.is_empty() {
+            return Ok(
+                "nothing to reload (only balancers reload; cache settings need a restart)".into(),
+            );
+        }
+        Ok(done.join("; "))
     }
 
     fn l4(&self) -> Result<&L4, String> {
@@ -526,6 +554,7 @@ impl Control for Node {
                 .collect(),
             traffic: self.traffic.as_ref().map(|t| t.snapshot()),
             l4: self.l4.as_ref().map(|l| l.snapshot()),
+            l7: self.l7.as_ref().map(|l| l.snapshot()),
             apps: self.apps.iter().map(|a| a.snapshot()).collect(),
         }
     }
@@ -591,12 +620,18 @@ impl Control for Node {
                 pool,
                 server,
                 state,
-            } => self.l4()?.set_state(&pool, &server, state)?,
+            } => match self.l7.as_ref().filter(|l7| l7.has_pool(&pool)) {
+                Some(l7) => l7.set_state(&pool, &server, state)?,
+                None => self.l4()?.set_state(&pool, &server, state)?,
+            },
             Command::SetWeight {
                 pool,
                 server,
                 change,
-            } => self.l4()?.set_weight(&pool, &server, change)?,
+            } => match self.l7.as_ref().filter(|l7| l7.has_pool(&pool)) {
+                Some(l7) => l7.set_weight(&pool, &server, change)?,
+                None => self.l4()?.set_weight(&pool, &server, change)?,
+            },
         };
         Ok(CommandReply { output })
     }
@@ -647,6 +682,23 @@ pub fn status_line(s: &Snapshot) -> String {
             svc.bytes_in,
             svc.bytes_out,
             svc.connect_errors
+        ));
+    }
+    for pool in s.l7.iter().flat_map(|l| &l.pools) {
+        let up = pool
+            .servers
+            .iter()
+            .filter(|x| x.health.is_up() && x.admin == crate::balance::backend::AdminState::Ready)
+            .count();
+        let [_, ok, redirect, client, server] = pool.http.responses;
+        parts.push(format!(
+            "l7 {} servers={}/{} active={} requests={} 2xx={ok} 3xx={redirect} 4xx={client} 5xx={server} retries={}",
+            pool.name,
+            up,
+            pool.servers.len(),
+            pool.active,
+            pool.http.requests,
+            pool.retries
         ));
     }
     format!("status: uptime={}s {}", s.uptime_secs, parts.join(" | "))

@@ -7,3 +7,61 @@ use std::sync::{Mutex, MutexGuard};
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A value many threads read on every request and that changes rarely (a reload): readers
+/// keep their own `Arc` and take the lock only after the version moved.
+#[derive(Debug)]
+pub struct Published<T> {
+    value: Mutex<std::sync::Arc<T>>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+impl<T> Published<T> {
+    pub fn new(value: T) -> Published<T> {
+        Published {
+            value: Mutex::new(std::sync::Arc::new(value)),
+            version: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn get(&self) -> std::sync::Arc<T> {
+        lock(&self.value).clone()
+    }
+
+    pub fn publish(&self, value: T) {
+        *lock(&self.value) = std::sync::Arc::new(value);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// One reader's copy of a `Published` value.
+#[derive(Debug)]
+pub struct Follower<T> {
+    version: u64,
+    value: std::sync::Arc<T>,
+}
+
+impl<T> Follower<T> {
+    pub fn new(source: &Published<T>) -> Follower<T> {
+        Follower {
+            version: source.version(),
+            value: source.get(),
+        }
+    }
+
+    /// The latest value, and whether it changed since the last call.
+    pub fn latest(&mut self, source: &Published<T>) -> (&std::sync::Arc<T>, bool) {
+        let v = source.version();
+        let changed = v != self.version;
+        if changed {
+            self.version = v;
+            self.value = source.get();
+        }
+        (&self.value, changed)
+    }
+}

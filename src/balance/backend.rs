@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::health::{Health, Phase};
+use super::http_stats::HttpCounters;
 use super::select::Load;
+use crate::control::ServerSnapshot;
 use crate::sync::lock;
 
 /// What the operator set (ipvsadm weights and HAProxy's ready/drain/maint).
@@ -94,6 +96,8 @@ pub struct Backend {
     pub retries: AtomicU64,
     /// Unix ms of the last admin or health state change.
     state_since_ms: AtomicU64,
+    /// Requests, statuses and response times when it serves the L7 balancer.
+    pub http: HttpCounters,
     checked: Mutex<Checked>,
 }
 
@@ -105,6 +109,22 @@ pub struct BackendSettings {
     pub min_conns: u32,
     pub rise: u32,
     pub fall: u32,
+}
+
+impl BackendSettings {
+    /// A configured server's settings; rise and fall come from the pool's check.
+    pub fn of(
+        s: &crate::config::balance::ServerConfig,
+        check: Option<&crate::config::balance::CheckConfig>,
+    ) -> BackendSettings {
+        BackendSettings {
+            weight: s.weight,
+            max_conns: s.max_conns,
+            min_conns: s.min_conns,
+            rise: check.map_or(1, |c| c.rise),
+            fall: check.map_or(1, |c| c.fall),
+        }
+    }
 }
 
 impl Backend {
@@ -133,6 +153,7 @@ impl Backend {
             connect_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             state_since_ms: AtomicU64::new(now_ms),
+            http: HttpCounters::default(),
             checked: Mutex::new(Checked {
                 health: Health::new(s.rise, s.fall),
                 last: None,
@@ -326,6 +347,35 @@ impl Drop for ConnGuard {
             self.backend.active.fetch_sub(1, Relaxed);
         }
         self.backend.update_overload();
+    }
+}
+
+impl Backend {
+    /// What the snapshot shows of it; `checked` says whether its pool runs health checks.
+    pub fn snapshot(&self, checked: bool) -> ServerSnapshot {
+        let last = self.last_check();
+        ServerSnapshot {
+            name: self.name.clone(),
+            address: self.addr.to_string(),
+            admin: self.admin(),
+            health: self.phase(),
+            checked,
+            weight: self.current_weight(),
+            configured_weight: self.configured_weight(),
+            active: self.active_conns(),
+            inactive: self.inactive_conns(),
+            total_conns: self.total.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            overloaded: self.is_overloaded(),
+            removable: self.removable(),
+            check_status: last.as_ref().map(|c| c.status.clone()),
+            check_duration_us: last.map(|c| c.duration_us),
+            state_since_ms: self.state_since_ms(),
+            http: None,
+        }
     }
 }
 

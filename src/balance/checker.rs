@@ -1,16 +1,21 @@
 //! The checker task: probes one server every interval (spread so a pool's checks do not all
 //! fire at once), feeds the results to its health state machine, logs each flip once and
-//! tells the pool so schedulers stop or start sending it clients.
+//! tells the pool so schedulers stop or start sending it clients. `CheckSet` keeps one such
+//! task per server of a pool.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::backend::{AdminState, Backend};
 use super::pool::Pool;
 use super::probe::Probe;
+use crate::config::balance::CheckConfig;
 use crate::replication::shared::now_ms;
+use crate::sync::lock;
 
 /// Runs until `cancel`: the server left the pool, the checks were reconfigured, or the node
 /// stops.
@@ -50,6 +55,79 @@ pub async fn run(
         let now = tokio::time::Instant::now();
         if next < now {
             next = now; // a probe that took longer than the interval: no burst to catch up
+        }
+    }
+}
+
+/// The checker tasks of one pool: one per server while checks are configured.
+#[derive(Default)]
+pub struct CheckSet {
+    inner: Mutex<Running>,
+}
+
+#[derive(Default)]
+struct Running {
+    config: Option<CheckConfig>,
+    /// Per server name, the checker task's token.
+    tasks: HashMap<String, CancellationToken>,
+}
+
+impl CheckSet {
+    /// Whether the pool's servers are checked.
+    pub fn is_on(&self) -> bool {
+        lock(&self.inner).config.is_some()
+    }
+
+    /// Makes the running checkers match `check`: one per server, restarted when the check
+    /// settings changed, stopped for servers that left. Turning checks off forgets the
+    /// servers' health (they count as up again).
+    pub fn sync(
+        &self,
+        pool: &Arc<Pool>,
+        check: Option<&CheckConfig>,
+        tracker: &TaskTracker,
+        runtime: &tokio::runtime::Handle,
+        root: &CancellationToken,
+    ) {
+        let table = pool.table();
+        let mut running = lock(&self.inner);
+        if running.config.as_ref() != check {
+            for (_, token) in running.tasks.drain() {
+                token.cancel();
+            }
+            if check.is_none() {
+                for s in &table.servers {
+                    s.clear_health();
+                }
+                pool.changed();
+            }
+            running.config = check.cloned();
+        }
+        let Some(cfg) = check else { return };
+        running.tasks.retain(|name, token| {
+            let stays = table.find(name).is_some();
+            if !stays {
+                token.cancel();
+            }
+            stays
+        });
+        let probe = Probe::new(cfg);
+        let interval = Duration::from_millis(cfg.interval_ms);
+        for server in &table.servers {
+            if running.tasks.contains_key(&server.name) {
+                continue;
+            }
+            let token = root.child_token();
+            running.tasks.insert(server.name.clone(), token.clone());
+            let task = run(pool.clone(), server.clone(), probe.clone(), interval, token);
+            tracker.spawn_on(task, runtime);
+        }
+    }
+
+    /// Stops every checker (the pool is removed or the node stops).
+    pub fn stop(&self) {
+        for (_, token) in lock(&self.inner).tasks.drain() {
+            token.cancel();
         }
     }
 }

@@ -4,10 +4,12 @@
 //! together. `l4` is the TCP proxy on top; `l7` holds the HTTP proxy's routing, header
 //! rewriting and request hashing.
 
+pub mod actions;
 pub mod backend;
 pub mod checker;
 pub mod hash;
 pub mod health;
+pub mod http_stats;
 pub mod l4;
 pub mod l7;
 pub mod maglev;
@@ -15,3 +17,4 @@ pub mod persist;
 pub mod pool;
 pub mod probe;
 pub mod select;
+pub mod workers;

@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::backend::Backend;
+use super::backend::{Backend, BackendSettings};
 use super::persist::Persistence;
 use super::select::{Client, HashOptions, Load, Scheduler, SchedulerKind};
+use crate::config::balance::{CheckConfig, ServerConfig, address};
+use crate::replication::shared::now_ms;
 use crate::sync::lock;
 
 /// What a pool is made of; replaced whole by a reload.
@@ -37,6 +39,40 @@ impl PoolTable {
     pub fn find(&self, name: &str) -> Option<&Arc<Backend>> {
         self.servers.iter().find(|s| s.name == name)
     }
+}
+
+/// The servers for a pool's `configs`, reusing those of `old` that kept their name and
+/// address (with their counters, connections and health) so a reload loses nothing.
+pub fn build_servers(
+    configs: &[ServerConfig],
+    check: Option<&CheckConfig>,
+    old: Option<&PoolTable>,
+) -> Vec<Arc<Backend>> {
+    let now = now_ms();
+    configs
+        .iter()
+        .map(|s| {
+            let addr = address(&s.address);
+            let settings = BackendSettings::of(s, check);
+            let kept = old
+                .and_then(|t| t.find(s.name()))
+                .filter(|b| b.addr == addr)
+                .cloned();
+            match kept {
+                Some(b) => {
+                    b.reconfigure(&settings);
+                    b
+                }
+                None => Arc::new(Backend::new(
+                    s.name().to_string(),
+                    addr,
+                    &settings,
+                    s.state,
+                    now,
+                )),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -127,6 +163,12 @@ impl PoolCursor {
             })
             .collect();
         self.scheduler.rebuild(&members);
+    }
+
+    /// The server named `name`, as this worker's view of the pool has it.
+    pub fn find(&mut self, pool: &Pool, name: &str) -> Option<Arc<Backend>> {
+        self.refresh(pool);
+        self.table.find(name).cloned()
     }
 
     /// The pool's persistence table as this worker last saw it.

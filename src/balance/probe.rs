@@ -16,6 +16,7 @@ pub struct Probe {
     pub kind: CheckKind,
     pub timeout: Duration,
     pub port: Option<u16>,
+    method: String,
     path: String,
     host: Option<String>,
     expect: Vec<(u16, u16)>,
@@ -30,6 +31,7 @@ impl Probe {
             kind: c.kind,
             timeout: Duration::from_millis(c.timeout_ms),
             port: c.port,
+            method: c.method.clone(),
             path: c.path.clone(),
             host: c.host.clone(),
             // Validated at config load; the default range is the fallback.
@@ -74,8 +76,8 @@ impl Probe {
     async fn http(&self, stream: &mut TcpStream, target: SocketAddr) -> (bool, String) {
         let host = self.host.clone().unwrap_or_else(|| target.to_string());
         let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: opsconsole-check\r\nConnection: close\r\n\r\n",
-            self.path
+            "{} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: opsconsole-check\r\nConnection: close\r\n\r\n",
+            self.method, self.path
         );
         if let Err(e) = stream.write_all(request.as_bytes()).await {
             return (false, format!("L7RSP {}", short_error(&e)));

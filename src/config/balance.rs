@@ -193,6 +193,8 @@ pub struct CheckConfig {
     /// Check this port instead of the server's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// `http`: the request method (GET, HEAD, OPTIONS, ...).
+    pub method: String,
     /// `http`: the path requested.
     pub path: String,
     /// `http`: the Host header (default: the server address).
@@ -211,11 +213,18 @@ impl Default for CheckConfig {
             rise: 2,
             fall: 3,
             port: None,
+            method: "GET".into(),
             path: "/".into(),
             host: None,
             expect_status: "200-399".into(),
         }
     }
+}
+
+/// A server or listen address from a config, which validation has already parsed once.
+pub fn address(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// Parses "200-399" or "200,204,300-302" into inclusive ranges.
@@ -477,6 +486,17 @@ pub fn validate_check(section: &str, c: &CheckConfig) -> Result<(), Problem> {
                 format!("expect_status in {here}: {e}"),
             )
         })?;
+        if c.method.is_empty() || !c.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(problem(
+                section,
+                "method",
+                Some(&c.method),
+                format!(
+                    "method '{}' in {here} is not an HTTP method like GET, HEAD or OPTIONS",
+                    c.method
+                ),
+            ));
+        }
         if !c.path.starts_with('/') || c.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(problem(
                 section,

@@ -155,6 +155,11 @@ pub struct PoolConfig {
     pub retries: u32,
     /// Retry a 502/503/504 or a timeout for POST and other non-idempotent methods too.
     pub retry_non_idempotent: bool,
+    /// Cookie persistence (HAProxy's `cookie NAME insert indirect nocache`): a client
+    /// without the cookie gets one naming its server; with it, it stays on that server while
+    /// the server is usable. The cookie never reaches the servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckConfig>,
     pub servers: Vec<ServerConfig>,
@@ -170,6 +175,7 @@ impl Default for PoolConfig {
             response_timeout_ms: 30_000,
             retries: 2,
             retry_non_idempotent: false,
+            cookie: None,
             check: None,
             servers: Vec::new(),
         }
@@ -277,6 +283,26 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
                 return Err(problem(&section, key, None, message));
             }
         }
+        if let Some(name) = &p.cookie
+            && (name.is_empty() || !name.bytes().all(is_token_byte))
+        {
+            let message = format!(
+                "cookie '{name}' in {here} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+            );
+            return Err(problem(&section, "cookie", Some(name), message));
+        }
+        if p.cookie.is_some()
+            && let Some(s) = p
+                .servers
+                .iter()
+                .find(|s| !s.name().bytes().all(is_cookie_value_byte))
+        {
+            let message = format!(
+                "server name '{}' in {here} cannot be a cookie value (no spaces, quotes, commas, semicolons or backslashes): give it a name",
+                s.name()
+            );
+            return Err(problem(&section, "servers", Some(s.name()), message));
+        }
         if p.retries > 16 {
             let message = format!("retries {} in {here} is more than 16", p.retries);
             return Err(problem(&section, "retries", None, message));
@@ -293,6 +319,16 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
         }
     }
     Ok(())
+}
+
+/// RFC 9110 token characters (a cookie name).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 6265 cookie-octet (a cookie value).
+fn is_cookie_value_byte(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod balance;
 pub mod l7;
 
 pub use balance::L4Config;
+pub use l7::L7Config;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub struct Config {
     /// The L4 balancer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l4: Option<L4Config>,
+    /// The L7 balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Config>,
     pub console: ConsoleConfig,
     /// The demo's traffic generator (present in `configs/demo.toml`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -430,7 +434,7 @@ impl Config {
         match role {
             Role::Master => Some(&mut self.master),
             Role::Slave => Some(&mut self.slave),
-            Role::Demo | Role::L4 => None,
+            Role::Demo | Role::L4 | Role::L7 => None,
         }
     }
 
@@ -459,6 +463,13 @@ impl Config {
             } else if self.l4.is_none() {
                 return Err(cli_error(
                     "--role l4 needs [l4.services.NAME] sections in the config file (see configs/l4.toml)".into(),
+                ));
+            }
+            if !args.role.contains(&Role::L7) {
+                self.l7 = None;
+            } else if self.l7.is_none() {
+                return Err(cli_error(
+                    "--role l7 needs [l7.listeners.NAME] and [l7.pools.NAME] sections in the config file (see configs/l7.toml)".into(),
                 ));
             }
         }
@@ -685,29 +696,21 @@ impl Config {
             }
         }
         let caches = self.caches();
-        if caches.is_empty() && self.l4.is_none() {
+        if caches.is_empty() && self.l4.is_none() && self.l7.is_none() {
             return Err(ValidationError {
                 error: ConfigError {
                     file: None,
                     position: None,
-                    message: "no role to run: pass --role master|slave|l4|demo or add a [master], [slave] or [l4] section".into(),
+                    message: "no role to run: pass --role master|slave|l4|l7|demo or add a [master], [slave], [l4] or [l7] section".into(),
                 },
                 locate: None,
             });
         }
         if let Some(l4) = &self.l4 {
-            balance::validate_l4(l4).map_err(|p| ValidationError {
-                error: ConfigError {
-                    file: None,
-                    position: None,
-                    message: p.message,
-                },
-                locate: Some(Box::new(Spot {
-                    section: p.section,
-                    key: p.key.to_string(),
-                    value: p.value,
-                })),
-            })?;
+            balance::validate_l4(l4).map_err(ValidationError::from)?;
+        }
+        if let Some(l7) = &self.l7 {
+            l7::validate_l7(l7, self.l4.as_ref()).map_err(ValidationError::from)?;
         }
         if let Some(d) = &self.demo {
             self.validate_demo_links(d)?;
@@ -951,6 +954,23 @@ fn apply_replication_cli(c: &mut CacheConfig, args: &RunArgs) {
 pub struct ValidationError {
     pub error: ConfigError,
     pub locate: Option<Box<Spot>>,
+}
+
+impl From<balance::Problem> for ValidationError {
+    fn from(p: balance::Problem) -> ValidationError {
+        ValidationError {
+            error: ConfigError {
+                file: None,
+                position: None,
+                message: p.message,
+            },
+            locate: Some(Box::new(Spot {
+                section: p.section,
+                key: p.key.to_string(),
+                value: p.value,
+            })),
+        }
+    }
 }
 
 /// Where in the file a validation error points.

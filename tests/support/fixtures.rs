@@ -104,6 +104,7 @@ fn snapshot(caches: Vec<CacheSnapshot>, at_ms: u64) -> Snapshot {
         }),
         l4: None,
         apps: Vec::new(),
+        l7: None,
     }
 }
 
@@ -260,6 +261,7 @@ fn server(
         check_status: Some("L7OK 200".into()),
         check_duration_us: Some(850),
         state_since_ms: T0 - 754_000,
+        http: None,
     }
 }
 
@@ -332,6 +334,7 @@ pub fn balancer() -> Snapshot {
         traffic: None,
         l4: Some(vec![cache, web]),
         apps: Vec::new(),
+        l7: None,
     }
 }
 

@@ -15,22 +15,22 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::backend::{AdminState, Backend};
+use crate::balance::workers::{self, Workers};
 use crate::config::L4Config;
 use crate::config::balance::ServiceConfig;
+use crate::config::balance::address;
 use crate::control::{ServiceSnapshot, WeightChange};
 use crate::replication::shared::now_ms;
 use crate::sync::lock;
-use service::{Service, address};
-use worker::Assignment;
+use service::Service;
 
 pub struct L4 {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
-    workers: Vec<mpsc::UnboundedSender<Assignment>>,
+    workers: Workers,
     /// Stops accepting and checking.
     cancel: CancellationToken,
     /// Drops open connections (after the shutdown grace period).
@@ -47,13 +47,14 @@ impl L4 {
         let threads = cfg.threads();
         let mut bound = Vec::new();
         for (name, s) in &cfg.services {
-            let listeners = worker::bind(name, address(&s.listen), threads)?;
+            let section = format!("l4.services.{name}");
+            let listeners = workers::bind(&section, address(&s.listen), threads)?;
             bound.push((name, s, listeners));
         }
         let cancel = CancellationToken::new();
         let stop = CancellationToken::new();
         let conns = TaskTracker::new();
-        let workers = worker::spawn(threads, cancel.clone(), stop.clone(), conns.clone())?;
+        let workers = Workers::spawn("l4", threads, cancel.clone(), stop.clone(), conns.clone())?;
         let l4 = L4 {
             services: Mutex::new(BTreeMap::new()),
             workers,
@@ -87,12 +88,10 @@ impl L4 {
             &self.runtime,
             &self.cancel,
         );
-        for (tx, listener) in self.workers.iter().zip(listeners) {
-            let _ = tx.send(Assignment {
-                service: service.clone(),
-                listener,
-            });
-        }
+        let serving = service.clone();
+        self.workers.serve(listeners, move |w, listener| {
+            tokio::task::spawn_local(worker::accept(serving.clone(), listener, w.clone()));
+        });
         tracing::info!(
             service = name,
             "l4 service {name} listening on {listen} ({} over {} servers)",
@@ -121,7 +120,8 @@ impl L4 {
                 old.listen == addr || (addr.port() == 0 && old.listen.ip() == addr.ip())
             });
             if !same_place {
-                fresh.push((name, s, worker::bind(name, addr, threads)?));
+                let section = format!("l4.services.{name}");
+                fresh.push((name, s, workers::bind(&section, addr, threads)?));
             }
         }
         let mut changes = Vec::new();
@@ -168,23 +168,7 @@ impl L4 {
 
     pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
         let (service, backend) = self.server(pool, server)?;
-        let old = backend.set_admin(state, now_ms());
-        service.pool.changed();
-        if old == state {
-            return Ok(format!("{pool}/{server} is already {}", state.name()));
-        }
-        tracing::info!(
-            pool,
-            server,
-            "server {server} in {pool}: {} -> {} by an operator",
-            old.name(),
-            state.name()
-        );
-        Ok(format!(
-            "{pool}/{server}: {} -> {}",
-            old.name(),
-            state.name()
-        ))
+        crate::balance::actions::set_state(&service.pool, &backend, state, now_ms())
     }
 
     pub fn set_weight(
@@ -194,25 +178,7 @@ impl L4 {
         change: WeightChange,
     ) -> Result<String, String> {
         let (service, backend) = self.server(pool, server)?;
-        let old = backend.current_weight();
-        let new = match change {
-            WeightChange::Set(w) if w > 65535 => {
-                return Err(format!("weight {w} is more than 65535"));
-            }
-            WeightChange::Set(w) => w,
-            WeightChange::Add(d) => (i64::from(old) + i64::from(d)).clamp(0, 65535) as u32,
-            WeightChange::Restore => backend.configured_weight(),
-        };
-        backend.set_weight(new);
-        service.pool.changed();
-        if old != new {
-            tracing::info!(
-                pool,
-                server,
-                "server {server} in {pool}: weight {old} -> {new} by an operator"
-            );
-        }
-        Ok(format!("{pool}/{server}: weight {old} -> {new}"))
+        crate::balance::actions::set_weight(&service.pool, &backend, change)
     }
 
     /// Stops accepting and checking, gives open connections up to `grace`, then drops them.

@@ -2,7 +2,6 @@
 //! read when they start, the checker tasks of its servers, and its snapshot. A reload changes
 //! a service in place, so listeners and open connections are untouched.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -12,13 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::backend::{Backend, BackendSettings};
-use crate::balance::checker;
+use crate::balance::checker::CheckSet;
 use crate::balance::persist::Persistence;
-use crate::balance::pool::{Pool, PoolTable};
-use crate::balance::probe::Probe;
-use crate::balance::select::{HashOptions, Load};
+use crate::balance::pool::{Pool, PoolTable, build_servers};
+use crate::balance::select::HashOptions;
 use crate::config::balance::{
-    CheckConfig, SendProxy, ServerConfig, ServiceConfig, Splice, parse_netmask,
+    CheckConfig, SendProxy, ServerConfig, ServiceConfig, Splice, address, parse_netmask,
 };
 use crate::control::{ServerSnapshot, ServiceSnapshot};
 use crate::replication::shared::now_ms;
@@ -39,7 +37,7 @@ pub struct Service {
     retired: Mutex<Retired>,
     /// Cancelled when the service is removed: its listeners stop (connections go on).
     pub accepting: CancellationToken,
-    checks: Mutex<Checks>,
+    checks: CheckSet,
 }
 
 #[derive(Default)]
@@ -48,23 +46,6 @@ struct Retired {
     bytes_out: u64,
     connect_errors: u64,
     retries: u64,
-}
-
-#[derive(Default)]
-struct Checks {
-    config: Option<CheckConfig>,
-    /// Per server name, the checker task's token.
-    running: HashMap<String, CancellationToken>,
-}
-
-fn settings(s: &ServerConfig, check: Option<&CheckConfig>) -> BackendSettings {
-    BackendSettings {
-        weight: s.weight,
-        max_conns: s.max_conns,
-        min_conns: s.min_conns,
-        rise: check.map_or(1, |c| c.rise),
-        fall: check.map_or(1, |c| c.fall),
-    }
 }
 
 fn splice_code(s: Splice) -> u8 {
@@ -83,41 +64,11 @@ fn send_proxy_code(p: SendProxy) -> u8 {
     }
 }
 
-/// The config's address strings were validated at load.
-pub fn address(text: &str) -> SocketAddr {
-    text.parse()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-}
-
 /// A pool table for `cfg`, reusing the servers (and their counters, connections and
 /// health) of `old` that kept their name and address.
 fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
     let now = now_ms();
-    let check = cfg.check.as_ref();
-    let servers = cfg
-        .servers
-        .iter()
-        .map(|s| {
-            let addr = address(&s.address);
-            let kept = old
-                .and_then(|t| t.find(s.name()))
-                .filter(|b| b.addr == addr)
-                .cloned();
-            match kept {
-                Some(b) => {
-                    b.reconfigure(&settings(s, check));
-                    b
-                }
-                None => Arc::new(Backend::new(
-                    s.name().to_string(),
-                    addr,
-                    &settings(s, check),
-                    s.state,
-                    now,
-                )),
-            }
-        })
-        .collect();
+    let servers = build_servers(&cfg.servers, cfg.check.as_ref(), old);
     let persistence = (cfg.persistence_timeout_secs > 0).then(|| {
         let timeout = Duration::from_secs(cfg.persistence_timeout_secs);
         let mask = parse_netmask(&cfg.persistence_netmask).unwrap_or(u32::MAX);
@@ -135,7 +86,7 @@ fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
                 Arc::new(Backend::new(
                     format!("sorry {a}"),
                     addr,
-                    &settings(&s, None),
+                    &BackendSettings::of(&s, None),
                     s.state,
                     now,
                 ))
@@ -169,7 +120,7 @@ impl Service {
             accepted: AtomicU64::new(0),
             retired: Mutex::new(Retired::default()),
             accepting: CancellationToken::new(),
-            checks: Mutex::new(Checks::default()),
+            checks: CheckSet::default(),
         };
         s.set_forwarding(cfg);
         s
@@ -244,8 +195,7 @@ impl Service {
         self.start_checks(cfg.check.as_ref(), tracker, runtime, root);
     }
 
-    /// Makes the running checkers match `check`: one per server, restarted when the check
-    /// settings changed, stopped for servers that left.
+    /// Makes the running checkers match `check` (see `CheckSet::sync`).
     pub fn start_checks(
         &self,
         check: Option<&CheckConfig>,
@@ -253,65 +203,20 @@ impl Service {
         runtime: &tokio::runtime::Handle,
         root: &CancellationToken,
     ) {
-        let table = self.pool.table();
-        let mut checks = lock(&self.checks);
-        if checks.config.as_ref() != check {
-            for (_, token) in checks.running.drain() {
-                token.cancel();
-            }
-            if check.is_none() {
-                for s in &table.servers {
-                    s.clear_health();
-                }
-                self.pool.changed();
-            }
-            checks.config = check.cloned();
-        }
-        let Some(cfg) = check else { return };
-        checks.running.retain(|name, token| {
-            let stays = table.find(name).is_some();
-            if !stays {
-                token.cancel();
-            }
-            stays
-        });
-        let probe = Probe::new(cfg);
-        let interval = Duration::from_millis(cfg.interval_ms);
-        for server in &table.servers {
-            if checks.running.contains_key(&server.name) {
-                continue;
-            }
-            let token = root.child_token();
-            checks.running.insert(server.name.clone(), token.clone());
-            tracker.spawn_on(
-                checker::run(
-                    self.pool.clone(),
-                    server.clone(),
-                    probe.clone(),
-                    interval,
-                    token,
-                ),
-                runtime,
-            );
-        }
+        self.checks.sync(&self.pool, check, tracker, runtime, root);
     }
 
     /// Stops the checkers (the service is removed or the node stops).
     pub fn stop_checks(&self) {
-        for (_, token) in lock(&self.checks).running.drain() {
-            token.cancel();
-        }
+        self.checks.stop();
     }
 
     pub fn snapshot(&self) -> ServiceSnapshot {
         let table = self.pool.table();
-        let checked = lock(&self.checks).config.is_some();
-        let servers: Vec<ServerSnapshot> = table
-            .servers
-            .iter()
-            .map(|s| server_snapshot(s, checked))
-            .collect();
-        let sorry = table.sorry.as_ref().map(|s| server_snapshot(s, false));
+        let checked = self.checks.is_on();
+        let servers: Vec<ServerSnapshot> =
+            table.servers.iter().map(|s| s.snapshot(checked)).collect();
+        let sorry = table.sorry.as_ref().map(|s| s.snapshot(false));
         let all = || servers.iter().chain(sorry.iter());
         let retired = lock(&self.retired);
         ServiceSnapshot {
@@ -334,30 +239,5 @@ impl Service {
             servers,
             sorry_server: sorry,
         }
-    }
-}
-
-pub fn server_snapshot(s: &Arc<Backend>, checked: bool) -> ServerSnapshot {
-    let last = s.last_check();
-    ServerSnapshot {
-        name: s.name.clone(),
-        address: s.addr.to_string(),
-        admin: s.admin(),
-        health: s.phase(),
-        checked,
-        weight: s.current_weight(),
-        configured_weight: s.configured_weight(),
-        active: s.active(),
-        inactive: s.inactive(),
-        total_conns: s.total.load(Relaxed),
-        bytes_in: s.bytes_in.load(Relaxed),
-        bytes_out: s.bytes_out.load(Relaxed),
-        connect_errors: s.connect_errors.load(Relaxed),
-        retries: s.retries.load(Relaxed),
-        overloaded: s.is_overloaded(),
-        removable: s.removable(),
-        check_status: last.as_ref().map(|c| c.status.clone()),
-        check_duration_us: last.map(|c| c.duration_us),
-        state_since_ms: s.state_since_ms(),
     }
 }

@@ -1,6 +1,313 @@
 //! The L7 role: an HTTP/1.1 reverse proxy (hyper) with nginx-style routing and the
 //! balancing HAProxy users expect, over the same pools, schedulers and health checks as L4.
+//! Owns the listeners and pools, the workers that serve them and the checkers; applies
+//! reloads and operator actions.
 
+pub mod body;
+pub mod client;
+pub mod cookie;
 pub mod headers;
+pub mod idle;
 pub mod key;
+pub mod listener;
+pub mod proxy;
+pub mod retry;
 pub mod route;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::backend::{AdminState, Backend};
+use crate::balance::workers::{self, Worker, Workers};
+use crate::config::balance::address;
+use crate::config::l7::{L7Config, ListenerConfig};
+use crate::control::{L7Snapshot, WeightChange};
+use crate::replication::shared::now_ms;
+use crate::sync::lock;
+use listener::{Listener, Routing};
+use proxy::Proxy;
+use upstream::Upstream;
+
+pub struct L7 {
+    listeners: Mutex<BTreeMap<String, Arc<Listener>>>,
+    upstreams: Mutex<BTreeMap<String, Arc<Upstream>>>,
+    workers: Workers,
+    /// Stops accepting and checking.
+    cancel: CancellationToken,
+    /// Drops open connections (after the shutdown grace period).
+    stop: CancellationToken,
+    conns: TaskTracker,
+    checks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+impl L7 {
+    /// Binds every listener (so a port conflict fails the start), starts the workers and the
+    /// checkers. Must run inside the node's runtime.
+    pub fn start(cfg: &L7Config) -> io::Result<L7> {
+        let threads = cfg.threads();
+        let mut bound = Vec::new();
+        for (name, l) in &cfg.listeners {
+            let section = format!("l7.listeners.{name}");
+            bound.push((
+                name,
+                l,
+                workers::bind(&section, address(&l.listen), threads)?,
+            ));
+        }
+        let cancel = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
+        let workers = Workers::spawn("l7", threads, cancel.clone(), stop.clone(), conns.clone())?;
+        let l7 = L7 {
+            listeners: Mutex::new(BTreeMap::new()),
+            upstreams: Mutex::new(BTreeMap::new()),
+            workers,
+            cancel,
+            stop,
+            conns,
+            checks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        l7.apply_pools(cfg);
+        for (name, l, sockets) in bound {
+            l7.launch(cfg, name, l, sockets)?;
+        }
+        Ok(l7)
+    }
+
+    /// Makes the pools match `cfg`: new ones created, kept ones reconfigured in place,
+    /// dropped ones stop their checks (requests in flight finish on them).
+    fn apply_pools(&self, cfg: &L7Config) -> Vec<String> {
+        let mut changes = Vec::new();
+        let mut upstreams = lock(&self.upstreams);
+        upstreams.retain(|name, u| {
+            let keep = cfg.pools.contains_key(name);
+            if !keep {
+                u.stop_checks();
+                changes.push(format!("removed pool {name}"));
+            }
+            keep
+        });
+        for (name, p) in &cfg.pools {
+            let u = match upstreams.get(name) {
+                Some(u) => {
+                    u.reconfigure(p);
+                    changes.push(format!("updated pool {name}"));
+                    u.clone()
+                }
+                None => {
+                    let u = Arc::new(Upstream::new(name, p));
+                    upstreams.insert(name.clone(), u.clone());
+                    changes.push(format!("added pool {name}"));
+                    u
+                }
+            };
+            u.sync_checks(p, &self.checks, &self.runtime, &self.cancel);
+        }
+        changes
+    }
+
+    /// Every pool in name order: the indexes the route tables use.
+    fn upstream_list(&self) -> Vec<Arc<Upstream>> {
+        lock(&self.upstreams).values().cloned().collect()
+    }
+
+    fn routing(
+        &self,
+        cfg: &L7Config,
+        l: &ListenerConfig,
+        old: Option<&Routing>,
+    ) -> io::Result<Routing> {
+        Routing::build(cfg, l, self.upstream_list(), old)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    fn launch(
+        &self,
+        cfg: &L7Config,
+        name: &str,
+        l: &ListenerConfig,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> io::Result<()> {
+        let listen = sockets
+            .first()
+            .map(|s| s.local_addr())
+            .transpose()?
+            .unwrap_or_else(|| address(&l.listen));
+        let routing = self.routing(cfg, l, None)?;
+        let listener = Arc::new(Listener::new(name, listen, l, routing));
+        let serving = listener.clone();
+        self.workers.serve(sockets, move |w, socket| {
+            tokio::task::spawn_local(accept(serving.clone(), socket, w.clone()));
+        });
+        tracing::info!(
+            listener = name,
+            "l7 listener {name} on {listen} ({} routes)",
+            l.routes.len()
+        );
+        lock(&self.listeners).insert(name.to_string(), listener);
+        Ok(())
+    }
+
+    /// A listener's bound address (its port when the config said 0).
+    pub fn listen_addr(&self, listener: &str) -> Option<SocketAddr> {
+        lock(&self.listeners).get(listener).map(|l| l.listen)
+    }
+
+    /// Applies a new `[l7]` config without dropping a connection or a request in flight:
+    /// pools and listeners added, removed or changed in place. New listeners are bound before
+    /// anything changes, so a port conflict leaves the old config running.
+    pub fn reload(&self, cfg: &L7Config) -> io::Result<String> {
+        let current: BTreeMap<String, Arc<Listener>> = lock(&self.listeners).clone();
+        let threads = self.workers.len();
+        let mut fresh = Vec::new();
+        for (name, l) in &cfg.listeners {
+            let addr = address(&l.listen);
+            let same_place = current.get(name).is_some_and(|old| {
+                old.listen == addr || (addr.port() == 0 && old.listen.ip() == addr.ip())
+            });
+            if !same_place {
+                let section = format!("l7.listeners.{name}");
+                fresh.push((name, l, workers::bind(&section, addr, threads)?));
+            }
+        }
+        let mut changes = self.apply_pools(cfg);
+        for (name, old) in &current {
+            let kept = cfg
+                .listeners
+                .get(name)
+                .filter(|_| !fresh.iter().any(|(n, _, _)| *n == name));
+            match kept {
+                Some(l) => {
+                    let routing = self.routing(cfg, l, Some(&old.routing.get()))?;
+                    old.reconfigure(l, routing);
+                    changes.push(format!("updated listener {name}"));
+                }
+                None => {
+                    old.accepting.cancel();
+                    lock(&self.listeners).remove(name);
+                    changes.push(format!("removed listener {name}"));
+                }
+            }
+        }
+        for (name, l, sockets) in fresh {
+            self.launch(cfg, name, l, sockets)?;
+            changes.push(format!("added listener {name}"));
+        }
+        Ok(changes.join(", "))
+    }
+
+    pub fn snapshot(&self) -> L7Snapshot {
+        let listeners: Vec<Arc<Listener>> = lock(&self.listeners).values().cloned().collect();
+        L7Snapshot {
+            listeners: listeners.iter().map(|l| l.snapshot()).collect(),
+            pools: self.upstream_list().iter().map(|u| u.snapshot()).collect(),
+        }
+    }
+
+    /// Whether `pool` is one of this balancer's.
+    pub fn has_pool(&self, pool: &str) -> bool {
+        lock(&self.upstreams).contains_key(pool)
+    }
+
+    fn server(&self, pool: &str, server: &str) -> Result<(Arc<Upstream>, Arc<Backend>), String> {
+        let upstream = lock(&self.upstreams)
+            .get(pool)
+            .cloned()
+            .ok_or_else(|| format!("no pool '{pool}' here"))?;
+        let backend = upstream
+            .pool
+            .table()
+            .find(server)
+            .cloned()
+            .ok_or_else(|| format!("no server '{server}' in pool '{pool}'"))?;
+        Ok((upstream, backend))
+    }
+
+    pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
+        let (upstream, backend) = self.server(pool, server)?;
+        crate::balance::actions::set_state(&upstream.pool, &backend, state, now_ms())
+    }
+
+    pub fn set_weight(
+        &self,
+        pool: &str,
+        server: &str,
+        change: WeightChange,
+    ) -> Result<String, String> {
+        let (upstream, backend) = self.server(pool, server)?;
+        crate::balance::actions::set_weight(&upstream.pool, &backend, change)
+    }
+
+    /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
+    /// Returns false if connections were still open at the end.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.cancel.cancel();
+        for l in lock(&self.listeners).values() {
+            l.accepting.cancel();
+        }
+        for u in lock(&self.upstreams).values() {
+            u.stop_checks();
+        }
+        self.conns.close();
+        self.checks.close();
+        let finished = tokio::time::timeout(grace, self.conns.wait()).await.is_ok();
+        self.stop.cancel();
+        finished
+    }
+}
+
+/// One worker's accept loop for one listener, holding back while the listener is at its
+/// `max_conns` (further clients wait in the kernel's backlog).
+async fn accept(listener: Arc<Listener>, socket: TcpListener, worker: Worker) {
+    let proxy = Rc::new(Proxy::new(listener.clone(), worker.seed()));
+    let mut warned = false;
+    loop {
+        let max = proxy.limits().max_conns;
+        if max > 0
+            && listener
+                .active_conns
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= max
+        {
+            tokio::select! {
+                _ = listener.accepting.cancelled() => return,
+                _ = worker.stop.cancelled() => return,
+                _ = listener.slot_freed.notified() => {}
+                // A close on another worker may have been missed between the check and the
+                // wait: look again now and then.
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
+        let accepted = tokio::select! {
+            _ = listener.accepting.cancelled() => return,
+            _ = worker.stop.cancelled() => return,
+            r = socket.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                warned = false;
+                let task = client::serve(proxy.clone(), stream, peer, worker.stop.clone());
+                tokio::task::spawn_local(worker.conns.track_future(task));
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

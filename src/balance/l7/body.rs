@@ -1,0 +1,146 @@
+//! The bodies the proxy streams. Nothing is buffered whole: each frame passes through as it
+//! arrives, counted on the server it goes to or comes from. A response body also knows what
+//! to release when it ends: the upstream connection goes back to the worker's idle pool, the
+//! server's active-request count drops, and the client connection becomes idle.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::client::Busy;
+use super::idle::{self, Sender};
+use crate::balance::backend::{Backend, ConnGuard};
+
+/// What goes to a server: the client's body, counted, or nothing.
+pub type RequestBody = Either<Counted, Empty<Bytes>>;
+/// What goes to a client: a server's response, or one of the proxy's own.
+pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// A client's request body on its way to `server`.
+pub struct Counted {
+    inner: Incoming,
+    server: Arc<Backend>,
+}
+
+impl Counted {
+    pub fn new(inner: Incoming, server: Arc<Backend>) -> Counted {
+        Counted { inner, server }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.server.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Released when a response has been carried whole (or abandoned).
+pub struct Finish {
+    /// The server's active request.
+    pub guard: ConnGuard,
+    /// The connection it came on, reusable once the body is read to its end.
+    pub sender: Option<Sender>,
+    pub busy: Busy,
+}
+
+/// A server's response body on its way to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    finish: Option<Finish>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, finish: Finish) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            inner,
+            finish: Some(finish),
+        };
+        if body.inner.is_end_stream() {
+            // HEAD, 204, 304, Content-Length: 0: the server is done already.
+            body.complete();
+        }
+        body
+    }
+
+    /// The whole body went through: the connection can carry the next request.
+    fn complete(&mut self) {
+        if let Some(f) = self.finish.take() {
+            let server = f.guard.backend().clone();
+            if let Some(sender) = f.sender {
+                idle::give_back(server.addr, sender);
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(f)) = (frame.data_ref(), &self.finish) {
+                    f.guard
+                        .backend()
+                        .bytes_out
+                        .fetch_add(data.len() as u64, Relaxed);
+                }
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Poll::Ready(None) => self.complete(),
+            // A broken body: the connection is dropped with `finish`, not reused.
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = self.finish.take() {
+                    f.guard.backend().http.response_errors.fetch_add(1, Relaxed);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One of the proxy's own responses (errors, 404).
+pub fn local(text: &'static str) -> ResponseBody {
+    Either::Right(Full::new(Bytes::from_static(text.as_bytes())))
+}

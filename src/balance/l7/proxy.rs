@@ -1,0 +1,452 @@
+//! One request through the L7 balancer: check the limits, route by host and path, pick a
+//! server (the persistence cookie first, else the pool's algorithm), send the request on a
+//! kept-alive connection, and stream the response back. Failed tries go to other servers as
+//! `retry` allows; the client gets 502/503/504 when none is left. A `Proxy` is one worker's
+//! view of one listener: its own cursors over the pools, so a pick takes no lock.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::Uri;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+
+use super::body::{Counted, Finish, RequestBody, ResponseBody, UpstreamBody, local};
+use super::client::Busy;
+use super::idle::{self, Sender};
+use super::listener::{Limits, Listener, Routing};
+use super::retry::{self, Attempt, Failure};
+use super::upstream::{Settings, Upstream};
+use super::{cookie, headers, key};
+use crate::balance::backend::Backend;
+use crate::balance::pool::PoolCursor;
+use crate::balance::select::Client;
+use crate::replication::shared::now_ms;
+use crate::sync::Follower;
+
+pub struct Proxy {
+    pub listener: Arc<Listener>,
+    seed: u64,
+    view: RefCell<View>,
+}
+
+/// The worker's copy of the listener's settings, routes and pools.
+struct View {
+    limits: Follower<Limits>,
+    routing: Follower<Routing>,
+    /// Per pool of `routing.upstreams`, in the same order.
+    pools: Vec<PoolView>,
+}
+
+struct PoolView {
+    cursor: PoolCursor,
+    settings: Follower<Settings>,
+}
+
+impl View {
+    fn pools_for(routing: &Routing, seed: u64) -> Vec<PoolView> {
+        routing
+            .upstreams
+            .iter()
+            .map(|u| PoolView {
+                cursor: PoolCursor::new(&u.pool, seed),
+                settings: Follower::new(&u.settings),
+            })
+            .collect()
+    }
+}
+
+/// The target as the request line carried it, for the URI length limit.
+fn uri_len(uri: &Uri) -> usize {
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let path = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    scheme + authority + path
+}
+
+/// The host the client asked for: the absolute URI's authority, else the Host header.
+fn requested_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    (!h.is_empty()).then(|| h.to_string())
+}
+
+fn reply(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(local(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn failure_reply(status: StatusCode) -> Response<ResponseBody> {
+    match status {
+        StatusCode::GATEWAY_TIMEOUT => reply(
+            status,
+            "504 Gateway Timeout: the server did not answer in time.\n",
+        ),
+        StatusCode::BAD_GATEWAY => reply(
+            status,
+            "502 Bad Gateway: the server's connection broke or its answer was invalid.\n",
+        ),
+        _ => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: no server is available to handle this request.\n",
+        ),
+    }
+}
+
+/// Everything one try needs that outlives it.
+struct Outgoing {
+    method: hyper::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    /// The client's body until a try takes it (a request with a body is sent once).
+    body: Option<Incoming>,
+    has_body: bool,
+}
+
+impl Outgoing {
+    /// The request for one try; `keep` leaves a copy of the head for a later try.
+    fn request(&mut self, server: &Arc<Backend>, keep: bool) -> Request<RequestBody> {
+        let body: RequestBody = match self.body.take() {
+            Some(b) if self.has_body => Either::Left(Counted::new(b, server.clone())),
+            _ => Either::Right(Empty::new()),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        req
+    }
+}
+
+/// How one try ended.
+enum Tried {
+    Answered(Response<Incoming>, Sender, u64),
+    Failed(Failure),
+}
+
+impl Proxy {
+    pub fn new(listener: Arc<Listener>, seed: u64) -> Proxy {
+        let limits = Follower::new(&listener.limits);
+        let mut routing = Follower::new(&listener.routing);
+        let pools = View::pools_for(routing.latest(&listener.routing).0, seed);
+        Proxy {
+            view: RefCell::new(View {
+                limits,
+                routing,
+                pools,
+            }),
+            listener,
+            seed,
+        }
+    }
+
+    pub fn limits(&self) -> Arc<Limits> {
+        let mut v = self.view.borrow_mut();
+        v.limits.latest(&self.listener.limits).0.clone()
+    }
+
+    fn rejected(&self, status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+        self.listener.rejected.fetch_add(1, Relaxed);
+        reply(status, text)
+    }
+
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        busy: Busy,
+    ) -> Response<ResponseBody> {
+        if uri_len(req.uri()) > self.limits().max_uri_bytes {
+            return self.rejected(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
+        }
+        let host = requested_host(&req);
+        if host.is_none() && req.version() == Version::HTTP_11 {
+            return self.rejected(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: an HTTP/1.1 request needs a Host header.\n",
+            );
+        }
+        let (pool, upstream, route_http, settings) = {
+            let mut guard = self.view.borrow_mut();
+            let view = &mut *guard;
+            let (routing, changed) = view.routing.latest(&self.listener.routing);
+            let routing = routing.clone();
+            if changed {
+                view.pools = View::pools_for(&routing, self.seed);
+            }
+            let Some(m) = routing.table.route(host.as_deref(), req.uri().path()) else {
+                self.listener.no_route.fetch_add(1, Relaxed);
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    "404 Not Found: no route for this host and path.\n",
+                );
+            };
+            let upstream = routing.upstreams[m.pool].clone();
+            let route_http = routing.routes[m.route].http.clone();
+            let settings = view.pools[m.pool]
+                .settings
+                .latest(&upstream.settings)
+                .0
+                .clone();
+            (m.pool, upstream, route_http, settings)
+        };
+        route_http.requests.fetch_add(1, Relaxed);
+        upstream.http.requests.fetch_add(1, Relaxed);
+        let response = self
+            .forward(req, peer, host, pool, &upstream, &settings, busy)
+            .await;
+        let status = response.status().as_u16();
+        route_http.count_status(status);
+        upstream.http.count_status(status);
+        response
+    }
+
+    /// Picks the server for a try: the cookie's server while it takes persistent clients,
+    /// else the pool's algorithm.
+    fn pick(
+        &self,
+        pool: usize,
+        upstream: &Upstream,
+        client: &Client,
+        sticky: Option<&str>,
+        tried: &[Arc<Backend>],
+    ) -> Option<Arc<Backend>> {
+        let mut view = self.view.borrow_mut();
+        let cursor = &mut view.pools.get_mut(pool)?.cursor;
+        if let Some(name) = sticky
+            && let Some(s) = cursor.find(&upstream.pool, name)
+            && s.takes_persistent()
+            && !tried.iter().any(|t| Arc::ptr_eq(t, &s))
+        {
+            return Some(s);
+        }
+        cursor.pick(&upstream.pool, client, tried, Instant::now())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        host: Option<String>,
+        pool: usize,
+        upstream: &Upstream,
+        settings: &Settings,
+        busy: Busy,
+    ) -> Response<ResponseBody> {
+        let sticky = settings
+            .cookie
+            .as_deref()
+            .and_then(|name| cookie::take(req.headers_mut(), name));
+        let key = key::request_key(
+            settings.algorithm,
+            &settings.hash_key,
+            req.uri(),
+            req.headers(),
+        );
+        let client = Client {
+            ip: peer.ip(),
+            port: peer.port(),
+            key,
+        };
+        let upgrade = headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        headers::forward_request(&mut headers, peer.ip(), host.as_deref());
+        let has_body = !body.is_end_stream();
+        let mut out = Outgoing {
+            method: parts.method,
+            uri: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone())),
+            headers,
+            body: Some(body),
+            has_body,
+        };
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut first: Option<Arc<Backend>> = None;
+        let mut last = Failure::Connect;
+        for attempt in 0..=settings.retries {
+            let Some(server) = self.pick(pool, upstream, &client, sticky.as_deref(), &tried) else {
+                break;
+            };
+            if attempt > 0 {
+                server.retries.fetch_add(1, Relaxed);
+                upstream.retries.fetch_add(1, Relaxed);
+            }
+            first.get_or_insert_with(|| server.clone());
+            let guard = server.connection();
+            let may_try_again = |f: Failure, out: &Outgoing| {
+                attempt < settings.retries
+                    && retry::may_retry(
+                        f,
+                        Attempt {
+                            method: &out.method,
+                            body_sent: out.has_body && out.body.is_none(),
+                            response_started: false,
+                            retry_non_idempotent: settings.retry_non_idempotent,
+                        },
+                    )
+            };
+            // The head is copied only when a response could still send it elsewhere.
+            let keep = !out.has_body
+                && (retry::is_idempotent(&out.method) || settings.retry_non_idempotent)
+                && attempt < settings.retries;
+            let tried_once = self
+                .try_server(&server, &mut out, settings, upgrade, keep)
+                .await;
+            match tried_once {
+                Tried::Answered(mut resp, sender, latency_us) => {
+                    let status = resp.status();
+                    server.http.count_status(status.as_u16());
+                    let now = now_ms();
+                    server.http.latency.record(latency_us, now);
+                    if retry::is_retryable_status(status)
+                        && may_try_again(Failure::Status(status), &out)
+                    {
+                        last = Failure::Status(status);
+                        tried.push(server);
+                        continue;
+                    }
+                    upstream.http.latency.record(latency_us, now);
+                    if first.as_ref().is_some_and(|f| !Arc::ptr_eq(f, &server)) {
+                        upstream.redispatches.fetch_add(1, Relaxed);
+                    }
+                    let switching = status == StatusCode::SWITCHING_PROTOCOLS && upgrade;
+                    if switching && let Some(client_side) = client_upgrade {
+                        let server_side = hyper::upgrade::on(&mut resp);
+                        tokio::task::spawn_local(tunnel(client_side, server_side, guard));
+                        let (mut parts, _) = resp.into_parts();
+                        headers::forward_response(&mut parts.headers, true);
+                        drop(busy);
+                        return Response::from_parts(parts, local(""));
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    // The client's connection is ours: it speaks our version, whatever the
+                    // server's was (hyper answers an HTTP/1.0 client in kind).
+                    parts.version = Version::HTTP_11;
+                    headers::forward_response(&mut parts.headers, false);
+                    if let Some(name) = &settings.cookie
+                        && sticky.as_deref() != Some(server.name.as_str())
+                    {
+                        cookie::insert(&mut parts.headers, name, &server.name);
+                    }
+                    let finish = Finish {
+                        guard,
+                        sender: (!upgrade).then_some(sender),
+                        busy,
+                    };
+                    return Response::from_parts(
+                        parts,
+                        Either::Left(UpstreamBody::new(body, finish)),
+                    );
+                }
+                Tried::Failed(f) => {
+                    last = f;
+                    let again = may_try_again(f, &out);
+                    tried.push(server);
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        failure_reply(retry::client_status(last))
+    }
+
+    /// Sends the request to `server` and waits for the response head. A kept-alive
+    /// connection the server closed just as it was taken gets the request back untouched,
+    /// and the request goes again on a new connection to the same server.
+    async fn try_server(
+        &self,
+        server: &Arc<Backend>,
+        out: &mut Outgoing,
+        settings: &Settings,
+        upgrade: bool,
+        keep: bool,
+    ) -> Tried {
+        let mut fresh_only = upgrade;
+        let mut pending: Option<Request<RequestBody>> = None;
+        loop {
+            let connected = if fresh_only {
+                idle::connect(server.addr, settings.connect_timeout)
+                    .await
+                    .map(|s| (s, false))
+            } else {
+                idle::connection(server.addr, settings.connect_timeout).await
+            };
+            let (mut sender, reused) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    server.connect_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(server = %server.name, "connect to {} failed: {e}", server.addr);
+                    return Tried::Failed(Failure::Connect);
+                }
+            };
+            let request = pending.take().unwrap_or_else(|| out.request(server, keep));
+            let started = Instant::now();
+            let sent =
+                tokio::time::timeout(settings.response_timeout, sender.try_send_request(request))
+                    .await;
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            match sent {
+                Ok(Ok(resp)) => return Tried::Answered(resp, sender, latency_us),
+                Ok(Err(mut e)) => {
+                    if reused && let Some(back) = e.take_message() {
+                        pending = Some(back);
+                        fresh_only = true;
+                        continue;
+                    }
+                    server.http.response_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(server = %server.name, "request to {} failed: {}", server.addr, e.error());
+                    return Tried::Failed(Failure::Broken);
+                }
+                Err(_) => {
+                    server.http.response_errors.fetch_add(1, Relaxed);
+                    return Tried::Failed(Failure::Timeout);
+                }
+            }
+        }
+    }
+}
+
+/// Carries an upgraded connection (WebSocket) both ways until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    guard: crate::balance::backend::ConnGuard,
+) {
+    let (client, server) = match tokio::try_join!(client, server) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut server = TokioIo::new(server);
+    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        let backend = guard.backend();
+        backend.bytes_in.fetch_add(up, Relaxed);
+        backend.bytes_out.fetch_add(down, Relaxed);
+    }
+}
