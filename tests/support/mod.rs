@@ -7,6 +7,7 @@ pub mod backends;
 pub mod cluster;
 pub mod conn;
 pub mod fixtures;
+pub mod http;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,8 @@ pub struct ClientState {
     head_started: AtomicU64,
     /// When the connection last became idle (accepted, or its last response ended).
     idle_since: AtomicU64,
+    /// Wakes the watchdog when a head starts: its deadline moves closer then.
+    head_begun: Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -48,6 +51,7 @@ impl ClientState {
             in_flight: AtomicU32::new(0),
             head_started: AtomicU64::new(NONE),
             idle_since: AtomicU64::new(0),
+            head_begun: Notify::new(),
         }
     }
 
@@ -117,6 +121,7 @@ impl AsyncRead for Watched {
             && s.head_started.load(Relaxed) == NONE
         {
             s.head_started.store(s.now(), Relaxed);
+            s.head_begun.notify_one();
         }
         polled
     }
@@ -211,6 +216,7 @@ pub async fn serve(proxy: Rc<Proxy>, stream: TcpStream, peer: SocketAddr, stop: 
                     return;
                 }
             }
+            _ = state.head_begun.notified() => {}
             _ = stop.cancelled() => return,
         }
     }
