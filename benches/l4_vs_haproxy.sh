@@ -58,20 +58,6 @@ WORK=$(mktemp -d)
 NGINX_PID=
 BALANCER_PID=
 
-# Stops one child of this shell: SIGTERM, up to 10 s to exit, then SIGKILL.
-stop_pid() {
-    local pid=$1 _
-    [[ -n $pid ]] || return 0
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        # A child that exited stays a zombie (state Z) until it is waited for.
-        [[ -e /proc/$pid && $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 stop_balancer() {
     stop_pid "$BALANCER_PID"
     BALANCER_PID=
@@ -207,28 +193,7 @@ check_both_backends() {
     die "$name did not reach both backends in 20 requests (got:$seen)"
 }
 
-# wrk's own summary, one line: the script's `done` hook sees exact counts and percentiles.
-cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-    local e = summary.errors
-    io.write(string.format(
-        "RESULT requests=%d duration_us=%d bytes=%d p50_us=%.0f p99_us=%.0f socket_errors=%d bad_status=%d\n",
-        summary.requests, summary.duration, summary.bytes,
-        latency:percentile(50), latency:percentile(99),
-        e.connect + e.read + e.write + e.timeout, e.status))
-end
-EOF
-
-# field LINE NAME: one value of the RESULT line.
-field() {
-    sed -nE "s/.*[ ]$2=([^ ]*).*/\1/p" <<<"$1"
-}
-
-# cpu_ns PID: nanoseconds on a CPU the process's threads have used so far (the scheduler's
-# exact sum_exec_runtime, rather than the tick-sampled utime and stime of /proc/PID/stat).
-cpu_ns() {
-    awk '{ s += $1 } END { printf "%.0f\n", s }' "/proc/$1/task/"*/schedstat 2>/dev/null || true
-}
+write_wrk_report "$WORK/report.lua"
 
 # measure small|close|bulk PORT [PID]: one wrk run (after a warmup run) against PORT; sets
 # RESULT (wrk's line), RATE (req/s, conns/s or MB/s), P50, P99 (us) and CPU (% of one core

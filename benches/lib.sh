@@ -40,3 +40,43 @@ median() {
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
+
+# Stops one child of this shell: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_pid() {
+    local pid=$1 _
+    [[ -n $pid ]] || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        # A child that exited stays a zombie (state Z) until it is waited for.
+        [[ -e /proc/$pid && $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# write_wrk_report FILE: a wrk script whose `done` hook prints one RESULT line with exact
+# counts and percentiles.
+write_wrk_report() {
+    cat >"$1" <<'EOF'
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        "RESULT requests=%d duration_us=%d bytes=%d p50_us=%.0f p99_us=%.0f socket_errors=%d bad_status=%d\n",
+        summary.requests, summary.duration, summary.bytes,
+        latency:percentile(50), latency:percentile(99),
+        e.connect + e.read + e.write + e.timeout, e.status))
+end
+EOF
+}
+
+# field LINE NAME: one value of the RESULT line.
+field() {
+    sed -nE "s/.*[ ]$2=([^ ]*).*/\1/p" <<<"$1"
+}
+
+# cpu_ns PID: nanoseconds on a CPU the process's threads have used so far (the scheduler's
+# exact sum_exec_runtime, rather than the tick-sampled utime and stime of /proc/PID/stat).
+cpu_ns() {
+    awk '{ s += $1 } END { printf "%.0f\n", s }' "/proc/$1/task/"*/schedstat 2>/dev/null || true
+}

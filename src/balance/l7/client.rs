@@ -3,7 +3,7 @@
 //! merge into one: a request head must arrive whole within `client_header_timeout` of its
 //! first byte (slowloris), and a kept-alive connection with no request in flight is closed
 //! after `idle_timeout`. The state the watchdog reads is updated on the I/O path with plain
-//! cells; the watchdog itself wakes only at deadlines.
+//! atomics; the watchdog itself wakes at most once per `client_header_timeout`.
 
 use std::convert::Infallible;
 use std::io;
@@ -19,7 +19,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +37,6 @@ pub struct ClientState {
     head_started: AtomicU64,
     /// When the connection last became idle (accepted, or its last response ended).
     idle_since: AtomicU64,
-    /// Wakes the watchdog when a head starts: its deadline moves closer then.
-    head_begun: Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -51,7 +48,6 @@ impl ClientState {
             in_flight: AtomicU32::new(0),
             head_started: AtomicU64::new(NONE),
             idle_since: AtomicU64::new(0),
-            head_begun: Notify::new(),
         }
     }
 
@@ -121,7 +117,6 @@ impl AsyncRead for Watched {
             && s.head_started.load(Relaxed) == NONE
         {
             s.head_started.store(s.now(), Relaxed);
-            s.head_begun.notify_one();
         }
         polled
     }
@@ -194,10 +189,21 @@ pub async fn serve(proxy: Rc<Proxy>, stream: TcpStream, peer: SocketAddr, stop: 
         .header_read_timeout(None);
     let conn = http.serve_connection(io, handler).with_upgrades();
     tokio::pin!(conn);
+    // The watchdog never sleeps longer than one client_header_timeout: a request head that
+    // starts while it sleeps has a deadline at least that far away, so it is never missed,
+    // and requests cost the watchdog nothing (no wake-up, no timer per request).
+    let wake = |state: &ClientState| {
+        let check = Instant::now() + limits.client_header_timeout;
+        match state.deadline(&limits) {
+            Some((due, _)) => due.min(check),
+            None => check,
+        }
+    };
+    let timer = tokio::time::sleep_until(wake(&state));
+    tokio::pin!(timer);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
-        let (deadline, slow_head) = state
-            .deadline(&limits)
-            .unwrap_or((Instant::now() + limits.client_header_timeout, false));
         tokio::select! {
             r = &mut conn => {
                 if let Err(e) = r {
@@ -205,19 +211,18 @@ pub async fn serve(proxy: Rc<Proxy>, stream: TcpStream, peer: SocketAddr, stop: 
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                // Progress may have moved the deadline since it was set: look again.
-                if let Some((now_due, _)) = state.deadline(&limits)
-                    && now_due <= Instant::now()
+            _ = &mut timer => {
+                if let Some((due, slow_head)) = state.deadline(&limits)
+                    && due <= Instant::now()
                 {
                     if slow_head {
                         tracing::debug!("client {peer}: request head not complete within {:?}, closed", limits.client_header_timeout);
                     }
                     return;
                 }
+                timer.as_mut().reset(wake(&state));
             }
-            _ = state.head_begun.notified() => {}
-            _ = stop.cancelled() => return,
+            _ = &mut stopped => return,
         }
     }
 }
