@@ -153,6 +153,12 @@ impl CacheSlot {
     }
 }
 
+/// Where a pool command goes.
+enum Balancer<'a> {
+    L4(&'a L4),
+    L7(&'a L7),
+}
+
 pub struct Node {
     pub caches: Vec<Arc<CacheSlot>>,
     /// The demo's traffic generator, when the config has a `[demo]` section.
@@ -352,10 +358,15 @@ impl Node {
         Ok(done.join("; "))
     }
 
-    fn l4(&self) -> Result<&L4, String> {
-        self.l4
-            .as_ref()
-            .ok_or_else(|| "no balancer runs on this node".to_string())
+    /// The balancer that has `pool`: an L7 pool, else an L4 service (whose own lookup then
+    /// says if there is no such service either).
+    fn balancer(&self, pool: &str) -> Result<Balancer<'_>, String> {
+        match (&self.l4, &self.l7) {
+            (_, Some(l7)) if l7.has_pool(pool) => Ok(Balancer::L7(l7)),
+            (Some(l4), _) => Ok(Balancer::L4(l4)),
+            (None, Some(l7)) => Ok(Balancer::L7(l7)),
+            (None, None) => Err("no balancer runs on this node".into()),
+        }
     }
 
     fn slot(&self, role: &str) -> Result<&Arc<CacheSlot>, String> {
@@ -620,17 +631,17 @@ impl Control for Node {
                 pool,
                 server,
                 state,
-            } => match self.l7.as_ref().filter(|l7| l7.has_pool(&pool)) {
-                Some(l7) => l7.set_state(&pool, &server, state)?,
-                None => self.l4()?.set_state(&pool, &server, state)?,
+            } => match self.balancer(&pool)? {
+                Balancer::L4(l4) => l4.set_state(&pool, &server, state)?,
+                Balancer::L7(l7) => l7.set_state(&pool, &server, state)?,
             },
             Command::SetWeight {
                 pool,
                 server,
                 change,
-            } => match self.l7.as_ref().filter(|l7| l7.has_pool(&pool)) {
-                Some(l7) => l7.set_weight(&pool, &server, change)?,
-                None => self.l4()?.set_weight(&pool, &server, change)?,
+            } => match self.balancer(&pool)? {
+                Balancer::L4(l4) => l4.set_weight(&pool, &server, change)?,
+                Balancer::L7(l7) => l7.set_weight(&pool, &server, change)?,
             },
         };
         Ok(CommandReply { output })

@@ -203,3 +203,31 @@ fn a_bad_theme_is_a_config_error_naming_the_file_key_and_value() {
     let out = opsconsole(&["--role", "master", "--check-config", "--theme", "light"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_l7_example_validates_and_its_mistakes_are_located() {
+    let out = opsconsole(&["--config", "configs/l7.toml", "--check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("[l7.pools.shop]"));
+
+    let out = opsconsole(&["--role", "l7", "--check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--role l7 needs [l7.listeners.NAME]"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("opsconsole-cli-l7-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("l7.toml");
+    let example = std::fs::read_to_string("configs/l7.toml").expect("example");
+    std::fs::write(&path, example.replace("pool = \"api\"", "pool = \"apx\"")).expect("write");
+    let out = opsconsole(&["--config", path.to_str().expect("utf-8"), "--check-config"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("l7.toml:") && err.contains("no [l7.pools.apx]"),
+        "{err}"
+    );
+}
