@@ -469,3 +469,35 @@ fn a_websocket_upgrade_is_passed_through_and_echoes() {
         assert!(back == msg, "echoed {} bytes", msg.len());
     }
 }
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_and_max_conns_holds_the_next_client_back() {
+    let s = servers(&["a"]);
+    let b = Balancer::from_toml(&format!(
+        "[l7]\nthreads = 1\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 1\nmax_conns = 1\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n",
+        servers_toml(&[&s[0]])
+    ));
+    let mut first = HttpConn::open(b.addr()).expect("connect");
+    assert_eq!(first.get("t", "/", &[]).expect("reply").status, 200);
+    // The listener is full: a second client is not accepted while the first is open.
+    let mut second = HttpConn::open(b.addr()).expect("connect (kernel backlog)");
+    second
+        .stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s[0].requests(), 1, "the second client waits in the backlog");
+    // The first goes idle and is closed after idle_timeout_secs; then the second is served.
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    first
+        .reader
+        .read_to_end(&mut rest)
+        .expect("closed, not reset");
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(700) && idle < Duration::from_secs(5),
+        "closed after {idle:?}"
+    );
+    assert_eq!(second.reply(false).expect("served").status, 200);
+}

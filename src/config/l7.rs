@@ -38,7 +38,7 @@ pub struct ListenerConfig {
     pub max_uri_bytes: usize,
     /// A client must send its whole request head within this (slowloris).
     pub client_header_timeout_ms: u64,
-    /// A kept-alive client connection with no request for this long is closed.
+    /// A kept-alive client connection with no request for this long is closed (0 = never).
     pub idle_timeout_secs: u64,
     /// Host and path prefix → pool, nginx's way.
     pub routes: Vec<RouteConfig>,

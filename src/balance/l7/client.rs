@@ -60,19 +60,18 @@ impl ClientState {
     }
 
     /// When the connection must have made progress by, and whether missing it means a
-    /// slow request head rather than plain idleness. `None` while a request is in flight:
-    /// the upstream timeouts govern then.
+    /// slow request head rather than plain idleness. `None` while a request is in flight
+    /// (the upstream timeouts govern then), or while idle without an idle timeout.
     fn deadline(&self, limits: &Limits) -> Option<(Instant, bool)> {
         if self.in_flight.load(Relaxed) > 0 {
             return None;
         }
-        Some(match self.head_started.load(Relaxed) {
-            NONE => (
-                self.at(self.idle_since.load(Relaxed)) + limits.idle_timeout,
-                false,
-            ),
-            t => (self.at(t) + limits.client_header_timeout, true),
-        })
+        match self.head_started.load(Relaxed) {
+            NONE => limits
+                .idle_timeout
+                .map(|idle| (self.at(self.idle_since.load(Relaxed)) + idle, false)),
+            t => Some((self.at(t) + limits.client_header_timeout, true)),
+        }
     }
 }
 
@@ -152,8 +151,17 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Counts an open client connection on its listener for as long as it lives.
-struct Open(Arc<Listener>);
+/// Counts an open client connection on its listener for as long as it lives. Taken by the
+/// accept loop before it accepts again, so `max_conns` sees every connection at once.
+pub struct Open(Arc<Listener>);
+
+impl Open {
+    pub fn new(listener: &Arc<Listener>) -> Open {
+        listener.total_conns.fetch_add(1, Relaxed);
+        listener.active_conns.fetch_add(1, Relaxed);
+        Open(listener.clone())
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -163,11 +171,14 @@ impl Drop for Open {
 }
 
 /// Serves one client connection until it closes, times out, or the node stops.
-pub async fn serve(proxy: Rc<Proxy>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
-    let listener = proxy.listener.clone();
-    listener.total_conns.fetch_add(1, Relaxed);
-    listener.active_conns.fetch_add(1, Relaxed);
-    let _open = Open(listener);
+pub async fn serve(
+    proxy: Rc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    open: Open,
+    stop: CancellationToken,
+) {
+    let _open = open;
     let _ = stream.set_nodelay(true);
     let limits = proxy.limits();
     let state = Arc::new(ClientState::new());

@@ -25,7 +25,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub client_header_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// `None`: kept-alive connections may idle for ever.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -35,7 +36,8 @@ impl Limits {
             max_header_bytes: cfg.max_header_bytes,
             max_uri_bytes: cfg.max_uri_bytes,
             client_header_timeout: Duration::from_millis(cfg.client_header_timeout_ms),
-            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+            idle_timeout: (cfg.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
         }
     }
 }

@@ -298,7 +298,8 @@ async fn accept(listener: Arc<Listener>, socket: TcpListener, worker: Worker) {
         match accepted {
             Ok((stream, peer)) => {
                 warned = false;
-                let task = client::serve(proxy.clone(), stream, peer, worker.stop.clone());
+                let open = client::Open::new(&listener);
+                let task = client::serve(proxy.clone(), stream, peer, open, worker.stop.clone());
                 tokio::task::spawn_local(worker.conns.track_future(task));
             }
             Err(e) => {
