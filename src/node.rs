@@ -12,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::balance::actions;
 use crate::balance::l4::L4;
 use crate::balance::l7::L7;
+use crate::balance::pool::Pool;
 use crate::cache::Engine;
 use crate::cache::engine::unix_now;
 use crate::cache::exec::run_text;
@@ -151,12 +153,6 @@ impl CacheSlot {
             _ => false,
         }
     }
-}
-
-/// Where a pool command goes.
-enum Balancer<'a> {
-    L4(&'a L4),
-    L7(&'a L7),
 }
 
 pub struct Node {
@@ -358,14 +354,16 @@ impl Node {
         Ok(done.join("; "))
     }
 
-    /// The balancer that has `pool`: an L7 pool, else an L4 service (whose own lookup then
-    /// says if there is no such service either).
-    fn balancer(&self, pool: &str) -> Result<Balancer<'_>, String> {
-        match (&self.l4, &self.l7) {
-            (_, Some(l7)) if l7.has_pool(pool) => Ok(Balancer::L7(l7)),
-            (Some(l4), _) => Ok(Balancer::L4(l4)),
-            (None, Some(l7)) => Ok(Balancer::L7(l7)),
-            (None, None) => Err("no balancer runs on this node".into()),
+    /// A balanced pool by name: an L7 pool or an L4 service (their names differ).
+    fn pool(&self, name: &str) -> Result<Arc<Pool>, String> {
+        let l7 = self.l7.as_ref().and_then(|b| b.pool(name));
+        let found = l7.or_else(|| self.l4.as_ref().and_then(|b| b.pool(name)));
+        match found {
+            Some(p) => Ok(p),
+            None if self.l4.is_none() && self.l7.is_none() => {
+                Err("no balancer runs on this node".into())
+            }
+            None => Err(format!("no pool '{name}' here")),
         }
     }
 
@@ -631,18 +629,12 @@ impl Control for Node {
                 pool,
                 server,
                 state,
-            } => match self.balancer(&pool)? {
-                Balancer::L4(l4) => l4.set_state(&pool, &server, state)?,
-                Balancer::L7(l7) => l7.set_state(&pool, &server, state)?,
-            },
+            } => actions::set_state(&*self.pool(&pool)?, &server, state, now_ms())?,
             Command::SetWeight {
                 pool,
                 server,
                 change,
-            } => match self.balancer(&pool)? {
-                Balancer::L4(l4) => l4.set_weight(&pool, &server, change)?,
-                Balancer::L7(l7) => l7.set_weight(&pool, &server, change)?,
-            },
+            } => actions::set_weight(&*self.pool(&pool)?, &server, change)?,
         };
         Ok(CommandReply { output })
     }

@@ -1,16 +1,26 @@
 //! Operator actions on one server, the same for both balancers: admin state (ready, drain,
 //! maint) and weight, logged once and made visible to every worker's scheduler.
 
+use std::sync::Arc;
+
 use crate::balance::backend::{AdminState, Backend};
 use crate::balance::pool::Pool;
 use crate::control::WeightChange;
 
+fn find(pool: &Pool, server: &str) -> Result<Arc<Backend>, String> {
+    pool.table()
+        .find(server)
+        .cloned()
+        .ok_or_else(|| format!("no server '{server}' in pool '{}'", pool.name))
+}
+
 pub fn set_state(
     pool: &Pool,
-    server: &Backend,
+    server: &str,
     state: AdminState,
     now_ms: u64,
 ) -> Result<String, String> {
+    let server = find(pool, server)?;
     let (p, s) = (&pool.name, &server.name);
     let old = server.set_admin(state, now_ms);
     pool.changed();
@@ -27,7 +37,8 @@ pub fn set_state(
     Ok(format!("{p}/{s}: {} -> {}", old.name(), state.name()))
 }
 
-pub fn set_weight(pool: &Pool, server: &Backend, change: WeightChange) -> Result<String, String> {
+pub fn set_weight(pool: &Pool, server: &str, change: WeightChange) -> Result<String, String> {
+    let server = find(pool, server)?;
     let (p, s) = (&pool.name, &server.name);
     let old = server.current_weight();
     let new = match change {

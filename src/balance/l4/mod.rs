@@ -18,13 +18,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::backend::{AdminState, Backend};
+use crate::balance::pool::Pool;
 use crate::balance::workers::{self, Workers};
 use crate::config::L4Config;
 use crate::config::balance::ServiceConfig;
 use crate::config::balance::address;
-use crate::control::{ServiceSnapshot, WeightChange};
-use crate::replication::shared::now_ms;
+use crate::control::ServiceSnapshot;
 use crate::sync::lock;
 use service::Service;
 
@@ -152,33 +151,9 @@ impl L4 {
         services.iter().map(|s| s.snapshot()).collect()
     }
 
-    fn server(&self, pool: &str, server: &str) -> Result<(Arc<Service>, Arc<Backend>), String> {
-        let service = lock(&self.services)
-            .get(pool)
-            .cloned()
-            .ok_or_else(|| format!("no pool '{pool}' here"))?;
-        let backend = service
-            .pool
-            .table()
-            .find(server)
-            .cloned()
-            .ok_or_else(|| format!("no server '{server}' in pool '{pool}'"))?;
-        Ok((service, backend))
-    }
-
-    pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
-        let (service, backend) = self.server(pool, server)?;
-        crate::balance::actions::set_state(&service.pool, &backend, state, now_ms())
-    }
-
-    pub fn set_weight(
-        &self,
-        pool: &str,
-        server: &str,
-        change: WeightChange,
-    ) -> Result<String, String> {
-        let (service, backend) = self.server(pool, server)?;
-        crate::balance::actions::set_weight(&service.pool, &backend, change)
+    /// The pool named `name`, for operator actions on its servers.
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        lock(&self.services).get(name).map(|x| x.pool.clone())
     }
 
     /// Stops accepting and checking, gives open connections up to `grace`, then drops them.

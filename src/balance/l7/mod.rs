@@ -26,12 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::backend::{AdminState, Backend};
+use crate::balance::pool::Pool;
 use crate::balance::workers::{self, Worker, Workers};
 use crate::config::balance::address;
 use crate::config::l7::{L7Config, ListenerConfig};
-use crate::control::{L7Snapshot, WeightChange};
-use crate::replication::shared::now_ms;
+use crate::control::L7Snapshot;
 use crate::sync::lock;
 use listener::{Listener, Routing};
 use proxy::Proxy;
@@ -215,38 +214,9 @@ impl L7 {
         }
     }
 
-    /// Whether `pool` is one of this balancer's.
-    pub fn has_pool(&self, pool: &str) -> bool {
-        lock(&self.upstreams).contains_key(pool)
-    }
-
-    fn server(&self, pool: &str, server: &str) -> Result<(Arc<Upstream>, Arc<Backend>), String> {
-        let upstream = lock(&self.upstreams)
-            .get(pool)
-            .cloned()
-            .ok_or_else(|| format!("no pool '{pool}' here"))?;
-        let backend = upstream
-            .pool
-            .table()
-            .find(server)
-            .cloned()
-            .ok_or_else(|| format!("no server '{server}' in pool '{pool}'"))?;
-        Ok((upstream, backend))
-    }
-
-    pub fn set_state(&self, pool: &str, server: &str, state: AdminState) -> Result<String, String> {
-        let (upstream, backend) = self.server(pool, server)?;
-        crate::balance::actions::set_state(&upstream.pool, &backend, state, now_ms())
-    }
-
-    pub fn set_weight(
-        &self,
-        pool: &str,
-        server: &str,
-        change: WeightChange,
-    ) -> Result<String, String> {
-        let (upstream, backend) = self.server(pool, server)?;
-        crate::balance::actions::set_weight(&upstream.pool, &backend, change)
+    /// The pool named `name`, for operator actions on its servers.
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        lock(&self.upstreams).get(name).map(|x| x.pool.clone())
     }
 
     /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
