@@ -31,20 +31,27 @@ impl Worker {
 /// Runs on the worker's thread, inside its `LocalSet`.
 pub type Job = Box<dyn FnOnce(&Worker) + Send>;
 
+/// A balancer's worker threads and what it needs to stop them: the tokens, the trackers of
+/// its connections and checker tasks, and the node's runtime the checkers run on.
 pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<Job>>,
+    /// Stops accepting and checking: listeners' and checkers' tokens are its children.
+    pub cancel: CancellationToken,
+    /// Drops open connections (after the shutdown grace period).
+    stop: CancellationToken,
+    conns: TaskTracker,
+    pub checks: TaskTracker,
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Workers {
-    /// Starts `count` threads named `{role}-worker-N`. They run jobs until `cancel`, then
-    /// keep their connections going until `stop`.
-    pub fn spawn(
-        role: &str,
-        count: usize,
-        cancel: CancellationToken,
-        stop: CancellationToken,
-        conns: TaskTracker,
-    ) -> io::Result<Workers> {
+    /// Starts `count` threads named `{role}-worker-N`. They run jobs until shutdown, then
+    /// keep their connections going until its grace period ends. Must run inside the node's
+    /// runtime.
+    pub fn spawn(role: &str, count: usize) -> io::Result<Workers> {
+        let cancel = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
         let mut senders = Vec::with_capacity(count);
         for index in 0..count.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -65,7 +72,25 @@ impl Workers {
                 })?;
             senders.push(tx);
         }
-        Ok(Workers { senders })
+        Ok(Workers {
+            senders,
+            cancel,
+            stop,
+            conns,
+            checks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
+    /// Returns false if connections were still open at the end.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
+        self.cancel.cancel();
+        self.conns.close();
+        self.checks.close();
+        let finished = tokio::time::timeout(grace, self.conns.wait()).await.is_ok();
+        self.stop.cancel();
+        finished
     }
 
     pub fn len(&self) -> usize {
@@ -105,6 +130,12 @@ async fn run(worker: Worker, mut jobs: mpsc::UnboundedReceiver<Job>, cancel: Can
     }
     // Open connections finish on their own until the node's grace period ends.
     worker.stop.cancelled().await;
+}
+
+/// Whether a listener at `old` must be bound anew for the address `new` (port 0 keeps any
+/// port on the same IP).
+pub fn moved(old: SocketAddr, new: SocketAddr) -> bool {
+    !(old == new || (new.port() == 0 && old.ip() == new.ip()))
 }
 
 /// Binds `count` listeners on `addr` with `SO_REUSEPORT` (the first decides the port when

@@ -15,9 +15,6 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use crate::balance::pool::Pool;
 use crate::balance::workers::{self, Workers};
 use crate::config::L4Config;
@@ -30,13 +27,6 @@ use service::Service;
 pub struct L4 {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     workers: Workers,
-    /// Stops accepting and checking.
-    cancel: CancellationToken,
-    /// Drops open connections (after the shutdown grace period).
-    stop: CancellationToken,
-    conns: TaskTracker,
-    checks: TaskTracker,
-    runtime: tokio::runtime::Handle,
 }
 
 impl L4 {
@@ -50,18 +40,9 @@ impl L4 {
             let listeners = workers::bind(&section, address(&s.listen), threads)?;
             bound.push((name, s, listeners));
         }
-        let cancel = CancellationToken::new();
-        let stop = CancellationToken::new();
-        let conns = TaskTracker::new();
-        let workers = Workers::spawn("l4", threads, cancel.clone(), stop.clone(), conns.clone())?;
         let l4 = L4 {
             services: Mutex::new(BTreeMap::new()),
-            workers,
-            cancel,
-            stop,
-            conns,
-            checks: TaskTracker::new(),
-            runtime: tokio::runtime::Handle::current(),
+            workers: Workers::spawn("l4", threads)?,
         };
         for (name, s, listeners) in bound {
             l4.launch(name, s, listeners)?;
@@ -80,12 +61,12 @@ impl L4 {
             .map(|l| l.local_addr())
             .transpose()?
             .unwrap_or_else(|| address(&cfg.listen));
-        let service = Arc::new(Service::new(name, listen, cfg));
+        let service = Arc::new(Service::new(name, listen, cfg, &self.workers.cancel));
         service.start_checks(
             cfg.check.as_ref(),
-            &self.checks,
-            &self.runtime,
-            &self.cancel,
+            &self.workers.checks,
+            &self.workers.runtime,
+            &self.workers.cancel,
         );
         let serving = service.clone();
         self.workers.serve(listeners, move |w, listener| {
@@ -115,10 +96,10 @@ impl L4 {
         let mut fresh = Vec::new();
         for (name, s) in &cfg.services {
             let addr = address(&s.listen);
-            let same_place = current.get(name).is_some_and(|old| {
-                old.listen == addr || (addr.port() == 0 && old.listen.ip() == addr.ip())
-            });
-            if !same_place {
+            if current
+                .get(name)
+                .is_none_or(|old| workers::moved(old.listen, addr))
+            {
                 let section = format!("l4.services.{name}");
                 fresh.push((name, s, workers::bind(&section, addr, threads)?));
             }
@@ -135,7 +116,8 @@ impl L4 {
         }
         for (name, s) in &cfg.services {
             if let Some(old) = lock(&self.services).get(name).cloned() {
-                old.reconfigure(s, &self.checks, &self.runtime, &self.cancel);
+                let w = &self.workers;
+                old.reconfigure(s, &w.checks, &w.runtime, &w.cancel);
                 changes.push(format!("updated {name}"));
             }
         }
@@ -159,15 +141,6 @@ impl L4 {
     /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
     /// Returns false if connections were still open at the end.
     pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.cancel.cancel();
-        for s in lock(&self.services).values() {
-            s.accepting.cancel();
-            s.stop_checks();
-        }
-        self.conns.close();
-        self.checks.close();
-        let finished = tokio::time::timeout(grace, self.conns.wait()).await.is_ok();
-        self.stop.cancel();
-        finished
+        self.workers.shutdown(grace).await
     }
 }

@@ -106,7 +106,13 @@ fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
 }
 
 impl Service {
-    pub fn new(name: &str, listen: SocketAddr, cfg: &ServiceConfig) -> Service {
+    /// `stopping` is the balancer's: its shutdown stops this service's listeners too.
+    pub fn new(
+        name: &str,
+        listen: SocketAddr,
+        cfg: &ServiceConfig,
+        stopping: &CancellationToken,
+    ) -> Service {
         let table = build_table(cfg, None);
         let s = Service {
             name: name.to_string(),
@@ -119,7 +125,7 @@ impl Service {
             splice: AtomicU8::new(0),
             accepted: AtomicU64::new(0),
             retired: Mutex::new(Retired::default()),
-            accepting: CancellationToken::new(),
+            accepting: stopping.child_token(),
             checks: CheckSet::default(),
         };
         s.set_forwarding(cfg);

@@ -118,7 +118,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(name: &str, listen: SocketAddr, cfg: &ListenerConfig, routing: Routing) -> Listener {
+    /// `stopping` is the balancer's: its shutdown stops this listener too.
+    pub fn new(
+        name: &str,
+        listen: SocketAddr,
+        cfg: &ListenerConfig,
+        routing: Routing,
+        stopping: &CancellationToken,
+    ) -> Listener {
         Listener {
             name: name.to_string(),
             listen,
@@ -129,7 +136,7 @@ impl Listener {
             no_route: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             slot_freed: Notify::new(),
-            accepting: CancellationToken::new(),
+            accepting: stopping.child_token(),
         }
     }
 

@@ -23,8 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::balance::pool::Pool;
 use crate::balance::workers::{self, Worker, Workers};
@@ -40,13 +38,6 @@ pub struct L7 {
     listeners: Mutex<BTreeMap<String, Arc<Listener>>>,
     upstreams: Mutex<BTreeMap<String, Arc<Upstream>>>,
     workers: Workers,
-    /// Stops accepting and checking.
-    cancel: CancellationToken,
-    /// Drops open connections (after the shutdown grace period).
-    stop: CancellationToken,
-    conns: TaskTracker,
-    checks: TaskTracker,
-    runtime: tokio::runtime::Handle,
 }
 
 impl L7 {
@@ -63,19 +54,10 @@ impl L7 {
                 workers::bind(&section, address(&l.listen), threads)?,
             ));
         }
-        let cancel = CancellationToken::new();
-        let stop = CancellationToken::new();
-        let conns = TaskTracker::new();
-        let workers = Workers::spawn("l7", threads, cancel.clone(), stop.clone(), conns.clone())?;
         let l7 = L7 {
             listeners: Mutex::new(BTreeMap::new()),
             upstreams: Mutex::new(BTreeMap::new()),
-            workers,
-            cancel,
-            stop,
-            conns,
-            checks: TaskTracker::new(),
-            runtime: tokio::runtime::Handle::current(),
+            workers: Workers::spawn("l7", threads)?,
         };
         l7.apply_pools(cfg);
         for (name, l, sockets) in bound {
@@ -111,7 +93,8 @@ impl L7 {
                     u
                 }
             };
-            u.sync_checks(p, &self.checks, &self.runtime, &self.cancel);
+            let w = &self.workers;
+            u.sync_checks(p, &w.checks, &w.runtime, &w.cancel);
         }
         changes
     }
@@ -144,7 +127,8 @@ impl L7 {
             .transpose()?
             .unwrap_or_else(|| address(&l.listen));
         let routing = self.routing(cfg, l, None)?;
-        let listener = Arc::new(Listener::new(name, listen, l, routing));
+        let stopping = &self.workers.cancel;
+        let listener = Arc::new(Listener::new(name, listen, l, routing, stopping));
         let serving = listener.clone();
         self.workers.serve(sockets, move |w, socket| {
             tokio::task::spawn_local(accept(serving.clone(), socket, w.clone()));
@@ -172,10 +156,10 @@ impl L7 {
         let mut fresh = Vec::new();
         for (name, l) in &cfg.listeners {
             let addr = address(&l.listen);
-            let same_place = current.get(name).is_some_and(|old| {
-                old.listen == addr || (addr.port() == 0 && old.listen.ip() == addr.ip())
-            });
-            if !same_place {
+            if current
+                .get(name)
+                .is_none_or(|old| workers::moved(old.listen, addr))
+            {
                 let section = format!("l7.listeners.{name}");
                 fresh.push((name, l, workers::bind(&section, addr, threads)?));
             }
@@ -222,18 +206,7 @@ impl L7 {
     /// Stops accepting and checking, gives open connections up to `grace`, then drops them.
     /// Returns false if connections were still open at the end.
     pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.cancel.cancel();
-        for l in lock(&self.listeners).values() {
-            l.accepting.cancel();
-        }
-        for u in lock(&self.upstreams).values() {
-            u.stop_checks();
-        }
-        self.conns.close();
-        self.checks.close();
-        let finished = tokio::time::timeout(grace, self.conns.wait()).await.is_ok();
-        self.stop.cancel();
-        finished
+        self.workers.shutdown(grace).await
     }
 }
 
