@@ -6,12 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opsconsole::balance::backend::AdminState;
 use opsconsole::balance::health::Phase;
-use opsconsole::config::Config;
 use opsconsole::control::{Command, Control, ServiceSnapshot, WeightChange};
 use opsconsole::node::Node;
 use support::backends::{Backend, Behaviour, ask, hold, round_trip};
@@ -36,13 +34,7 @@ impl Balancer {
     }
 
     fn from_toml(text: &str) -> Balancer {
-        let config = Config::from_toml(text, Path::new("test.toml")).expect("config parses");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let node = rt.block_on(Node::start(&config)).expect("node starts");
+        let (rt, node) = support::node_from_toml(text);
         Balancer { rt, node }
     }
 

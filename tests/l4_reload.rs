@@ -4,33 +4,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Child;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use support::backends::{Backend, Behaviour, ask, hold, round_trip};
-use support::{free_port, signal};
-
-struct Process {
-    child: Child,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Waits for a log line containing `text`; returns it.
-    fn wait_for(&self, text: &str) -> String {
-        support::wait_for_line(&self.log, text)
-    }
-}
+use support::{Process, free_port, signal};
 
 fn config(listen: SocketAddr, scheduler: &str, servers: &[&Backend]) -> String {
     let list: Vec<String> = servers
@@ -43,12 +22,6 @@ fn config(listen: SocketAddr, scheduler: &str, servers: &[&Backend]) -> String {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 #[test]
 fn sighup_reload_under_traffic_resets_no_connection() {
     let (a, b, c) = (
@@ -56,13 +29,13 @@ fn sighup_reload_under_traffic_resets_no_connection() {
         Backend::start("b", Behaviour::Echo),
         Backend::start("c", Behaviour::Echo),
     );
-    let dir = scratch("l4-reload");
+    let dir = support::scratch("l4-reload");
     let path = dir.join("l4.toml");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     std::fs::write(&path, config(listen, "rr", &[&a, &b])).expect("write config");
     let config_path = path.to_str().expect("utf-8 path").to_string();
     let log_dir = dir.join("log").to_str().expect("utf-8 path").to_string();
-    let (child, log) = support::spawn_logged(&[
+    let node = Process::spawn(&[
         "--headless",
         "--role",
         "l4",
@@ -71,7 +44,6 @@ fn sighup_reload_under_traffic_resets_no_connection() {
         "--log-dir",
         &log_dir,
     ]);
-    let node = Process { child, log };
     node.wait_for("l4 service web listening on");
 
     // A connection that lives across both reloads.

@@ -6,12 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opsconsole::balance::backend::AdminState;
 use opsconsole::balance::health::Phase;
-use opsconsole::config::Config;
 use opsconsole::control::{Command, Control, PoolSnapshot};
 use opsconsole::node::Node;
 use support::http::{HttpConn, HttpServer, get, pattern};
@@ -41,17 +39,7 @@ impl Balancer {
     }
 
     fn from_toml(text: &str) -> Balancer {
-        let config = Config::from_toml(text, Path::new("test.toml")).expect("config parses");
-        config
-            .validate()
-            .map_err(|e| e.error)
-            .expect("config valid");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let node = rt.block_on(Node::start(&config)).expect("node starts");
+        let (rt, node) = support::node_from_toml(text);
         Balancer { rt, node }
     }
 

@@ -4,26 +4,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Child;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use support::http::{HttpConn, HttpServer};
-use support::{free_port, signal};
-
-struct Process {
-    child: Child,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Process, free_port, signal};
 
 fn config(
     listen: SocketAddr,
@@ -44,12 +30,6 @@ fn config(
         "[l7]\nthreads = 2\n[l7.listeners.main]\nlisten = \"{listen}\"\nroutes = [\n  {{ path = \"/\", pool = \"web\" }},\n{api}]\n[l7.pools.web]\nalgorithm = \"{algorithm}\"\nservers = [{}]\n",
         list.join(", ")
     )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// Requests on kept-alive connections (a new one every 20 requests) until told to stop;
@@ -89,13 +69,13 @@ fn sighup_reload_under_traffic_fails_no_request() {
         HttpServer::start("b"),
         HttpServer::start("c"),
     );
-    let dir = scratch("l7-reload");
+    let dir = support::scratch("l7-reload");
     let path = dir.join("l7.toml");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     std::fs::write(&path, config(listen, "roundrobin", &[&a, &b], false)).expect("write config");
     let config_path = path.to_str().expect("utf-8 path").to_string();
     let log_dir = dir.join("log").to_str().expect("utf-8 path").to_string();
-    let (child, log) = support::spawn_logged(&[
+    let node = Process::spawn(&[
         "--headless",
         "--role",
         "l7",
@@ -104,8 +84,7 @@ fn sighup_reload_under_traffic_fails_no_request() {
         "--log-dir",
         &log_dir,
     ]);
-    let node = Process { child, log };
-    support::wait_for_line(&node.log, "l7 listener main on");
+    node.wait_for("l7 listener main on");
 
     let running = Arc::new(AtomicBool::new(true));
     let workers: Vec<_> = (0..3).map(|_| traffic(listen, running.clone())).collect();
@@ -114,7 +93,7 @@ fn sighup_reload_under_traffic_fails_no_request() {
     // Add c, drop b, change the algorithm, add a route.
     std::fs::write(&path, config(listen, "leastconn", &[&a, &c], true)).expect("rewrite config");
     signal(&node.child, "HUP");
-    let line = support::wait_for_line(&node.log, "SIGHUP: config reloaded: l7:");
+    let line = node.wait_for("SIGHUP: config reloaded: l7:");
     assert!(
         line.contains("updated pool web") && line.contains("updated listener main"),
         "{line}"
@@ -125,7 +104,7 @@ fn sighup_reload_under_traffic_fails_no_request() {
     // A broken config is refused and the running one stays.
     std::fs::write(&path, config(listen, "fastest", &[&a], false)).expect("break config");
     signal(&node.child, "HUP");
-    let refused = support::wait_for_line(&node.log, "SIGHUP: reload refused");
+    let refused = node.wait_for("SIGHUP: reload refused");
     assert!(refused.contains("fastest"), "{refused}");
     let c_before = c.requests();
     support::wait_until("c still serves", || c.requests() > c_before + 20);

@@ -78,6 +78,58 @@ pub fn spawn_logged<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, mpsc::Rece
     (child, rx)
 }
 
+/// An `opsconsole` process whose stderr lines arrive on `log`; killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Process {
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Process {
+        let (child, log) = spawn_logged(args);
+        Process { child, log }
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    pub fn wait_for(&self, text: &str) -> String {
+        wait_for_line(&self.log, text)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory of this test process's own under the system's temporary directory.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A node started in this test process from config text, with the runtime it runs on (one
+/// worker thread; the balancers bring their own).
+pub fn node_from_toml(text: &str) -> (tokio::runtime::Runtime, opsconsole::node::Node) {
+    let path = std::path::Path::new("test.toml");
+    let config = opsconsole::config::Config::from_toml(text, path).expect("config parses");
+    config
+        .validate()
+        .map_err(|e| e.error)
+        .expect("config valid");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let node = rt
+        .block_on(opsconsole::node::Node::start(&config))
+        .expect("node starts");
+    (rt, node)
+}
+
 /// Waits for a log line containing `text`; returns it, or panics at the deadline.
 pub fn wait_for_line(log: &mpsc::Receiver<String>, text: &str) -> String {
     let deadline = Instant::now() + DEADLINE;
