@@ -75,6 +75,13 @@ pub struct PoolSnapshot {
     pub redispatches: u64,
     /// Requests answered 503 because no server could take them.
     pub no_server: u64,
+    /// Requests waiting now for a server below its max_conns.
+    #[serde(default)]
+    pub queued: u64,
+    /// Requests refused with 503: no server was below its max_conns within the queue
+    /// timeout.
+    #[serde(default)]
+    pub queue_timeouts: u64,
     /// Summed over its servers, percentiles over all their responses.
     pub http: HttpStats,
     pub servers: Vec<ServerSnapshot>,
@@ -157,6 +164,15 @@ pub struct ServerSnapshot {
     pub check_duration_us: Option<u64>,
     /// Unix ms of the last change of admin state or health.
     pub state_since_ms: u64,
+    /// Part way through a slow start: the percent of its share it gets now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start_pct: Option<u32>,
+    /// Taken out by passive health (its requests failed): back in this many ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejected_for_ms: Option<u64>,
+    /// Passive ejections so far.
+    #[serde(default)]
+    pub ejections: u64,
     /// HTTP counters, for a server behind the L7 balancer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpStats>,
@@ -167,6 +183,7 @@ impl ServerSnapshot {
     pub fn state_label(&self) -> String {
         match self.admin {
             AdminState::Maint => "MAINT".into(),
+            _ if self.ejected_for_ms.is_some() && self.health.is_up() => "EJECTED".into(),
             AdminState::Drain if self.health.is_up() => "DRAIN".into(),
             _ => self.health.label(),
         }

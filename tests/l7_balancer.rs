@@ -5,89 +5,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use opsconsole::balance::backend::AdminState;
 use opsconsole::balance::health::Phase;
-use opsconsole::control::{Command, Control, PoolSnapshot};
-use opsconsole::node::Node;
-use support::http::{HttpConn, HttpServer, get, pattern};
+use opsconsole::control::{Command, Control};
+use support::http::{HttpConn, get, pattern};
+use support::l7::{Balancer, servers, servers_toml};
 use support::wait_until;
-
-struct Balancer {
-    rt: tokio::runtime::Runtime,
-    node: Node,
-}
-
-fn servers_toml(servers: &[&HttpServer]) -> String {
-    let list: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ name = \"{}\", address = \"{}\" }}", s.name, s.addr))
-        .collect();
-    format!("servers = [{}]", list.join(", "))
-}
-
-impl Balancer {
-    /// One listener `main` routing everything to pool `web` (with `pool` settings, TOML
-    /// lines) over `servers`.
-    fn web(pool: &str, servers: &[&HttpServer]) -> Balancer {
-        Balancer::from_toml(&format!(
-            "[l7]\nthreads = 2\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n{pool}\n",
-            servers_toml(servers)
-        ))
-    }
-
-    fn from_toml(text: &str) -> Balancer {
-        let (rt, node) = support::node_from_toml(text);
-        Balancer { rt, node }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.node
-            .l7
-            .as_ref()
-            .and_then(|l| l.listen_addr("main"))
-            .expect("main listens")
-    }
-
-    fn pool(&self, name: &str) -> PoolSnapshot {
-        let snapshot = self.node.snapshot().l7.expect("l7 runs");
-        snapshot
-            .pools
-            .into_iter()
-            .find(|p| p.name == name)
-            .expect("pool")
-    }
-
-    fn act(&self, command: Command) -> String {
-        let _guard = self.rt.enter();
-        self.node.act(command).expect("command accepted").output
-    }
-
-    fn state(&self, server: &str, state: AdminState) {
-        self.act(Command::SetServerState {
-            pool: "web".into(),
-            server: server.into(),
-            state,
-        });
-    }
-
-    /// Who answers `n` requests (each on a new connection), by name.
-    fn spread(&self, n: usize) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for _ in 0..n {
-            let r = get(self.addr(), "test.local", "/", &[]).expect("a reply");
-            assert_eq!(r.status, 200, "{}", r.text());
-            *counts.entry(r.text()).or_insert(0) += 1;
-        }
-        counts
-    }
-}
-
-fn servers(names: &[&str]) -> Vec<HttpServer> {
-    names.iter().map(|n| HttpServer::start(n)).collect()
-}
 
 #[test]
 fn requests_are_routed_by_host_and_longest_path_prefix() {

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::health::{Health, Phase};
 use super::http_stats::HttpCounters;
-use super::select::Load;
+use super::passive::{Passive, PassiveConfig};
+use super::queue::Queue;
+use super::select::{Load, SHARE_SCALE};
 use crate::control::ServerSnapshot;
 use crate::sync::lock;
 
@@ -63,10 +65,12 @@ pub struct CheckReport {
     pub duration_us: u64,
 }
 
+/// What checks, active and passive, have found.
 #[derive(Debug)]
 struct Checked {
     health: Health,
     last: Option<CheckReport>,
+    passive: Passive,
 }
 
 /// A real server.
@@ -98,6 +102,16 @@ pub struct Backend {
     state_since_ms: AtomicU64,
     /// Requests, statuses and response times when it serves the L7 balancer.
     pub http: HttpCounters,
+    /// HAProxy's `slowstart`: after coming back (up again, out of maintenance, back from a
+    /// passive ejection) its share ramps from nothing to its weight over this long. 0 = off.
+    slow_start_ms: AtomicU64,
+    /// Unix ms the current ramp began; 0 = not ramping.
+    ramp_since_ms: AtomicU64,
+    /// Failed requests since the last one that succeeded (passive health).
+    failures_in_a_row: AtomicU32,
+    /// Unix ms a passive ejection ends; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    pub ejections: AtomicU64,
     checked: Mutex<Checked>,
 }
 
@@ -109,6 +123,7 @@ pub struct BackendSettings {
     pub min_conns: u32,
     pub rise: u32,
     pub fall: u32,
+    pub slow_start_ms: u64,
 }
 
 impl BackendSettings {
@@ -123,6 +138,7 @@ impl BackendSettings {
             min_conns: s.min_conns,
             rise: check.map_or(1, |c| c.rise),
             fall: check.map_or(1, |c| c.fall),
+            slow_start_ms: 0,
         }
     }
 }
@@ -154,9 +170,15 @@ impl Backend {
             retries: AtomicU64::new(0),
             state_since_ms: AtomicU64::new(now_ms),
             http: HttpCounters::default(),
+            slow_start_ms: AtomicU64::new(s.slow_start_ms),
+            ramp_since_ms: AtomicU64::new(0),
+            failures_in_a_row: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
             checked: Mutex::new(Checked {
                 health: Health::new(s.rise, s.fall),
                 last: None,
+                passive: Passive::default(),
             }),
         }
     }
@@ -169,13 +191,42 @@ impl Backend {
         AdminState::from_u8(self.admin.load(Relaxed))
     }
 
-    /// Returns the previous state.
+    /// Returns the previous state. Leaving maintenance starts a slow start.
     pub fn set_admin(&self, state: AdminState, now_ms: u64) -> AdminState {
         let old = AdminState::from_u8(self.admin.swap(state.to_u8(), Relaxed));
         if old != state {
             self.state_since_ms.store(now_ms, Relaxed);
         }
+        if old == AdminState::Maint && state != AdminState::Maint {
+            self.start_ramp(now_ms);
+        }
         old
+    }
+
+    /// Begins a slow start (when one is configured): the server is back and should not get
+    /// its whole share of new requests at once.
+    pub fn start_ramp(&self, now_ms: u64) {
+        if self.slow_start_ms.load(Relaxed) > 0 {
+            self.ramp_since_ms.store(now_ms.max(1), Relaxed);
+        }
+    }
+
+    /// How far through its slow start the server is, in percent; `None` outside one.
+    pub fn ramp_percent(&self, now_ms: u64) -> Option<u32> {
+        let since = self.ramp_since_ms.load(Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let window = self.slow_start_ms.load(Relaxed);
+        let elapsed = now_ms.saturating_sub(since);
+        if window == 0 || elapsed >= window {
+            // Over: later picks skip the clock read. A ramp begun meanwhile is kept.
+            let _ = self
+                .ramp_since_ms
+                .compare_exchange(since, 0, Relaxed, Relaxed);
+            return None;
+        }
+        Some((elapsed * 100 / window) as u32)
     }
 
     pub fn configured_weight(&self) -> u32 {
@@ -200,6 +251,7 @@ impl Backend {
         }
         self.max_conns.store(s.max_conns, Relaxed);
         self.min_conns.store(s.min_conns, Relaxed);
+        self.slow_start_ms.store(s.slow_start_ms, Relaxed);
         self.checked().health.set_thresholds(s.rise, s.fall);
     }
 
@@ -219,6 +271,9 @@ impl Backend {
         let up = flip == super::health::Flip::Up;
         self.up.store(up, Relaxed);
         self.state_since_ms.store(now_ms, Relaxed);
+        if up {
+            self.start_ramp(now_ms);
+        }
         Some(up)
     }
 
@@ -238,15 +293,67 @@ impl Backend {
         self.state_since_ms.load(Relaxed)
     }
 
-    /// In service for the hashing tables: healthy and ready. Weight comes on top.
+    /// In service for the hashing tables: healthy, not ejected and ready. Weight comes on
+    /// top.
     pub fn in_service(&self) -> bool {
-        self.is_up() && self.admin() == AdminState::Ready
+        self.is_up() && !self.is_ejected() && self.admin() == AdminState::Ready
     }
 
     /// A persistent client may still come here: healthy and not in maintenance (a draining
     /// server keeps its persistent clients, as LVS's quiescent servers and HAProxy's drain).
     pub fn takes_persistent(&self) -> bool {
-        self.is_up() && self.admin() != AdminState::Maint && !self.overloaded.load(Relaxed)
+        self.is_up()
+            && !self.is_ejected()
+            && self.admin() != AdminState::Maint
+            && !self.overloaded.load(Relaxed)
+    }
+
+    /// Taken out by passive health.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Relaxed) != 0
+    }
+
+    /// A request it served went well: the run of failures is over. (Read first so the hot
+    /// path does not write a shared line that is already 0.)
+    pub fn request_succeeded(&self) {
+        if self.failures_in_a_row.load(Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Relaxed);
+        }
+    }
+
+    /// A request it served failed. Returns how long passive health says to take it out; the
+    /// caller decides whether it may (`eject`).
+    pub fn request_failed(&self, cfg: &PassiveConfig, now_ms: u64) -> Option<u64> {
+        let in_a_row = self.failures_in_a_row.fetch_add(1, Relaxed) + 1;
+        if self.is_ejected() {
+            return None;
+        }
+        self.checked().passive.failure(cfg, in_a_row, now_ms)
+    }
+
+    /// Takes it out of service for `for_ms`. False if it already was (one ejection, one
+    /// return).
+    pub fn eject(&self, for_ms: u64, now_ms: u64) -> bool {
+        let until = now_ms.saturating_add(for_ms).max(1);
+        if self
+            .ejected_until_ms
+            .compare_exchange(0, until, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.ejections.fetch_add(1, Relaxed);
+        self.failures_in_a_row.store(0, Relaxed);
+        self.state_since_ms.store(now_ms, Relaxed);
+        true
+    }
+
+    /// Back from an ejection, with a slow start if one is configured.
+    pub fn return_from_ejection(&self, now_ms: u64) {
+        self.checked().passive.returned(now_ms);
+        self.ejected_until_ms.store(0, Relaxed);
+        self.state_since_ms.store(now_ms, Relaxed);
+        self.start_ramp(now_ms);
     }
 
     pub fn active_conns(&self) -> u32 {
@@ -274,26 +381,70 @@ impl Backend {
         ConnGuard {
             backend: self.clone(),
             inactive: false,
+            queue: None,
         }
     }
 
+    /// Counts a new connection unless that would pass `max_conns` (HAProxy's hard
+    /// `maxconn`: two workers racing for the last slot cannot both have it).
+    pub fn try_connection(self: &std::sync::Arc<Self>) -> Option<ConnGuard> {
+        let max = self.max_conns.load(Relaxed);
+        if max == 0 {
+            return Some(self.connection());
+        }
+        let mut active = self.active.load(Relaxed);
+        loop {
+            if active + self.inactive.load(Relaxed) >= max {
+                self.update_overload();
+                return None;
+            }
+            match self
+                .active
+                .compare_exchange_weak(active, active + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => active = now,
+            }
+        }
+        self.total.fetch_add(1, Relaxed);
+        self.update_overload();
+        Some(ConnGuard {
+            backend: self.clone(),
+            inactive: false,
+            queue: None,
+        })
+    }
+
+    fn conns(&self) -> u32 {
+        self.active.load(Relaxed) + self.inactive.load(Relaxed)
+    }
+
     /// LVS: overloaded once active + inactive reach the upper threshold, usable again when
-    /// they fall to the lower one (3/4 of the upper by default).
+    /// they fall to the lower one (3/4 of the upper by default). Looks again after setting
+    /// the flag: a connection that ended meanwhile must not leave a full flag on a server
+    /// with room (its queue would wait for nothing).
     fn update_overload(&self) {
         let max = self.max_conns.load(Relaxed);
         if max == 0 {
             self.overloaded.store(false, Relaxed);
             return;
         }
-        let conns = self.active.load(Relaxed) + self.inactive.load(Relaxed);
         let min = match self.min_conns.load(Relaxed) {
             0 => max * 3 / 4,
             m => m,
         };
-        if conns >= max {
-            self.overloaded.store(true, Relaxed);
-        } else if conns <= min {
-            self.overloaded.store(false, Relaxed);
+        let mut conns = self.conns();
+        loop {
+            if conns >= max {
+                self.overloaded.store(true, Relaxed);
+            } else if conns <= min {
+                self.overloaded.store(false, Relaxed);
+            }
+            let again = self.conns();
+            if again == conns {
+                return;
+            }
+            conns = again;
         }
     }
 }
@@ -304,6 +455,14 @@ impl Load for std::sync::Arc<Backend> {
             self.current_weight()
         } else {
             0
+        }
+    }
+    fn share(&self) -> u32 {
+        let full = self.weight().saturating_mul(SHARE_SCALE);
+        match self.ramp_percent(crate::replication::shared::now_ms()) {
+            // Never 0 while the weight is not: the server gets a trickle from the start.
+            Some(pct) if full > 0 => (u64::from(full) * u64::from(pct) / 100).max(1) as u32,
+            _ => full,
         }
     }
     fn active(&self) -> u32 {
@@ -322,9 +481,17 @@ impl Load for std::sync::Arc<Backend> {
 pub struct ConnGuard {
     backend: std::sync::Arc<Backend>,
     inactive: bool,
+    /// The pool queue a freed slot is announced to.
+    queue: Option<std::sync::Arc<Queue>>,
 }
 
 impl ConnGuard {
+    /// Announces the slot to `queue` when the connection ends.
+    pub fn released_to(mut self, queue: &std::sync::Arc<Queue>) -> ConnGuard {
+        self.queue = Some(queue.clone());
+        self
+    }
+
     pub fn backend(&self) -> &std::sync::Arc<Backend> {
         &self.backend
     }
@@ -347,6 +514,9 @@ impl Drop for ConnGuard {
             self.backend.active.fetch_sub(1, Relaxed);
         }
         self.backend.update_overload();
+        if let Some(q) = &self.queue {
+            q.slot_freed();
+        }
     }
 }
 
@@ -354,6 +524,7 @@ impl Backend {
     /// What the snapshot shows of it; `checked` says whether its pool runs health checks.
     pub fn snapshot(&self, checked: bool) -> ServerSnapshot {
         let last = self.last_check();
+        let now = crate::replication::shared::now_ms();
         ServerSnapshot {
             name: self.name.clone(),
             address: self.addr.to_string(),
@@ -374,6 +545,12 @@ impl Backend {
             check_status: last.as_ref().map(|c| c.status.clone()),
             check_duration_us: last.map(|c| c.duration_us),
             state_since_ms: self.state_since_ms(),
+            slow_start_pct: self.ramp_percent(now),
+            ejected_for_ms: match self.ejected_until_ms.load(Relaxed) {
+                0 => None,
+                until => Some(until.saturating_sub(now)),
+            },
+            ejections: self.ejections.load(Relaxed),
             http: None,
         }
     }
@@ -388,6 +565,7 @@ pub(crate) fn test_server(name: &str, weight: u32) -> std::sync::Arc<Backend> {
         min_conns: 0,
         rise: 1,
         fall: 1,
+        slow_start_ms: 0,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], 1));
     std::sync::Arc::new(Backend::new(name.into(), addr, &s, AdminState::Ready, 0))
@@ -405,6 +583,7 @@ mod tests {
             min_conns: min,
             rise: 1,
             fall: 1,
+            slow_start_ms: 0,
         };
         Arc::new(Backend::new(
             "a".into(),
@@ -464,6 +643,7 @@ mod tests {
             min_conns: 0,
             rise: 1,
             fall: 1,
+            slow_start_ms: 0,
         };
         b.reconfigure(&s);
         assert_eq!(b.current_weight(), 7);
@@ -482,6 +662,7 @@ mod tests {
             min_conns: 0,
             rise: 1,
             fall: 5,
+            slow_start_ms: 0,
         };
         b.reconfigure(&s);
         for _ in 0..3 {
@@ -496,5 +677,46 @@ mod tests {
             Some(false),
             "down at the new fall"
         );
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_after_a_return_from_down_or_maintenance() {
+        let s = BackendSettings {
+            weight: 2,
+            max_conns: 0,
+            min_conns: 0,
+            rise: 1,
+            fall: 1,
+            slow_start_ms: 10_000,
+        };
+        let b = Arc::new(Backend::new(
+            "a".into(),
+            "127.0.0.1:1".parse().expect("addr"),
+            &s,
+            AdminState::Ready,
+            0,
+        ));
+        assert_eq!(
+            b.ramp_percent(1_000),
+            None,
+            "a server that starts up gets its share at once"
+        );
+        let report = CheckReport::default();
+        assert_eq!(b.record_check(false, report.clone(), 1_000), Some(false));
+        assert_eq!(b.record_check(true, report, 2_000), Some(true));
+        assert_eq!(b.ramp_percent(2_000), Some(0));
+        assert_eq!(b.ramp_percent(4_500), Some(25));
+        assert_eq!(b.ramp_percent(12_000), None, "over after the window");
+        assert_eq!(b.ramp_percent(4_500), None, "and stays over");
+        b.set_admin(AdminState::Maint, 20_000);
+        b.set_admin(AdminState::Ready, 30_000);
+        assert_eq!(
+            b.ramp_percent(35_000),
+            Some(50),
+            "leaving maintenance ramps too"
+        );
+        b.set_admin(AdminState::Drain, 36_000);
+        b.set_admin(AdminState::Ready, 50_000);
+        assert_eq!(b.ramp_percent(50_000), None, "drain to ready is no return");
     }
 }

@@ -11,11 +11,41 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backend::{AdminState, Backend};
+use super::health::Phase;
 use super::pool::Pool;
 use super::probe::Probe;
 use crate::config::balance::CheckConfig;
 use crate::replication::shared::now_ms;
 use crate::sync::lock;
+
+/// How long to wait before the next check, by where the server stands (HAProxy's `inter`,
+/// `fastinter` and `downinter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    pub normal: Duration,
+    /// While part way to a change of state: the verdict comes sooner.
+    pub fast: Duration,
+    pub down: Duration,
+}
+
+impl Intervals {
+    pub fn of(cfg: &CheckConfig) -> Intervals {
+        let or_normal = |ms: u64| Duration::from_millis(if ms == 0 { cfg.interval_ms } else { ms });
+        Intervals {
+            normal: Duration::from_millis(cfg.interval_ms),
+            fast: or_normal(cfg.fastinter_ms),
+            down: or_normal(cfg.downinter_ms),
+        }
+    }
+
+    pub fn after(&self, phase: Phase) -> Duration {
+        match phase {
+            Phase::Up => self.normal,
+            Phase::GoingDown { .. } | Phase::GoingUp { .. } => self.fast,
+            Phase::Down => self.down,
+        }
+    }
+}
 
 /// Runs until `cancel`: the server left the pool, the checks were reconfigured, or the node
 /// stops.
@@ -23,9 +53,10 @@ pub async fn run(
     pool: Arc<Pool>,
     server: Arc<Backend>,
     probe: Probe,
-    interval: Duration,
+    intervals: Intervals,
     cancel: CancellationToken,
 ) {
+    let interval = intervals.normal;
     // Start somewhere inside the first interval, fixed per server, so that 100 servers do
     // not take their checks in one burst.
     let spread = super::hash::bytes(2, server.name.as_bytes()) % interval.as_millis().max(1) as u64;
@@ -35,8 +66,8 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
-        next += interval;
         if server.admin() == AdminState::Maint {
+            next += interval;
             continue; // maintenance stops checks; the last verdict stays as it was
         }
         let (ok, report) = tokio::select! {
@@ -52,6 +83,7 @@ pub async fn run(
             }
             pool.changed();
         }
+        next += intervals.after(server.phase());
         let now = tokio::time::Instant::now();
         if next < now {
             next = now; // a probe that took longer than the interval: no burst to catch up
@@ -112,14 +144,20 @@ impl CheckSet {
             stays
         });
         let probe = Probe::new(cfg);
-        let interval = Duration::from_millis(cfg.interval_ms);
+        let intervals = Intervals::of(cfg);
         for server in &table.servers {
             if running.tasks.contains_key(&server.name) {
                 continue;
             }
             let token = root.child_token();
             running.tasks.insert(server.name.clone(), token.clone());
-            let task = run(pool.clone(), server.clone(), probe.clone(), interval, token);
+            let task = run(
+                pool.clone(),
+                server.clone(),
+                probe.clone(),
+                intervals,
+                token,
+            );
             tracker.spawn_on(task, runtime);
         }
     }
@@ -129,5 +167,36 @@ impl CheckSet {
         for (_, token) in lock(&self.inner).tasks.drain() {
             token.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_changing_state_is_checked_at_fastinter_and_a_down_one_at_downinter() {
+        let cfg = CheckConfig {
+            interval_ms: 2000,
+            fastinter_ms: 200,
+            downinter_ms: 5000,
+            ..CheckConfig::default()
+        };
+        let i = Intervals::of(&cfg);
+        let ms = Duration::from_millis;
+        assert_eq!(i.after(Phase::Up), ms(2000));
+        assert_eq!(i.after(Phase::GoingDown { failed: 1, fall: 3 }), ms(200));
+        assert_eq!(i.after(Phase::GoingUp { passed: 1, rise: 2 }), ms(200));
+        assert_eq!(i.after(Phase::Down), ms(5000));
+        let plain = Intervals::of(&CheckConfig::default());
+        assert_eq!(
+            plain.after(Phase::Down),
+            plain.normal,
+            "0 means interval_ms"
+        );
+        assert_eq!(
+            plain.after(Phase::GoingUp { passed: 1, rise: 2 }),
+            plain.normal
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::backend::{Backend, BackendSettings};
 use super::persist::Persistence;
 use super::select::{Client, HashOptions, Load, Scheduler, SchedulerKind};
-use crate::config::balance::{CheckConfig, ServerConfig, address};
+use crate::config::balance::{ServerConfig, address};
 use crate::replication::shared::now_ms;
 use crate::sync::lock;
 
@@ -43,9 +43,10 @@ impl PoolTable {
 
 /// The servers for a pool's `configs`, reusing those of `old` that kept their name and
 /// address (with their counters, connections and health) so a reload loses nothing.
+/// `settings` gives each server's settings from its config.
 pub fn build_servers(
     configs: &[ServerConfig],
-    check: Option<&CheckConfig>,
+    settings: impl Fn(&ServerConfig) -> BackendSettings,
     old: Option<&PoolTable>,
 ) -> Vec<Arc<Backend>> {
     let now = now_ms();
@@ -53,7 +54,7 @@ pub fn build_servers(
         .iter()
         .map(|s| {
             let addr = address(&s.address);
-            let settings = BackendSettings::of(s, check);
+            let settings = settings(s);
             let kept = old
                 .and_then(|t| t.find(s.name()))
                 .filter(|b| b.addr == addr)

@@ -102,11 +102,21 @@ impl FromStr for SchedulerKind {
 pub trait Load {
     /// The current weight; 0 = quiescent (keeps its connections, gets no new ones).
     fn weight(&self) -> u32;
+    /// The weight as the ratio schedulers (swrr, the least-connection family, twos) compare
+    /// it: `weight × SHARE_SCALE`, less while a server is in slow start. The scale lets a
+    /// weight-1 server ramp up in steps finer than 0 or 1 (HAProxy scales weights by 16 for
+    /// the same reason).
+    fn share(&self) -> u32 {
+        self.weight().saturating_mul(SHARE_SCALE)
+    }
     fn active(&self) -> u32;
     fn inactive(&self) -> u32;
     /// May take a new connection now: healthy, ready, not over its connection limit.
     fn usable(&self) -> bool;
 }
+
+/// One unit of weight in `Load::share`.
+pub const SHARE_SCALE: u32 = 16;
 
 fn available<S: Load>(s: &S) -> bool {
     s.usable() && s.weight() > 0
@@ -145,6 +155,10 @@ pub struct HashOptions {
     /// When the mapped server is unavailable, use the next one in the table instead of
     /// refusing the connection.
     pub fallback: bool,
+    /// `mh` with bounded loads (HAProxy's `hash-balance-factor`): a server whose active
+    /// connections would pass this percent of the weighted average is skipped for the next
+    /// one in the table. 0 = off.
+    pub balance_factor: u32,
 }
 
 /// Buckets in the `sh` table (LVS's default).
@@ -214,15 +228,15 @@ impl Scheduler {
             SchedulerKind::Wrr => self.weighted_round_robin(servers, ok),
             SchedulerKind::Swrr => self.smooth_round_robin(servers, ok),
             SchedulerKind::Lc => self.least(servers, ok, |s| (overhead(s), 1)),
-            SchedulerKind::Wlc => self.least(servers, ok, |s| (overhead(s), u64::from(s.weight()))),
+            SchedulerKind::Wlc => self.least(servers, ok, |s| (overhead(s), u64::from(s.share()))),
             SchedulerKind::Sed => self.least(servers, ok, |s| {
-                (u64::from(s.active()) + 1, u64::from(s.weight()))
+                (u64::from(s.active()) + 1, u64::from(s.share()))
             }),
             SchedulerKind::Nq => (0..servers.len())
                 .find(|&i| ok(i) && servers[i].active() == 0)
                 .or_else(|| {
                     self.least(servers, ok, |s| {
-                        (u64::from(s.active()) + 1, u64::from(s.weight()))
+                        (u64::from(s.active()) + 1, u64::from(s.share()))
                     })
                 }),
             SchedulerKind::Sh => {
@@ -236,10 +250,19 @@ impl Scheduler {
             SchedulerKind::Mh => {
                 let key = self.client_hash(client);
                 let maglev = self.maglev.as_ref()?;
-                hashed(maglev.len(), key, self.hash.fallback, |b| {
+                let mapped = |b: usize| {
                     let i = maglev.server(b);
                     (i < servers.len() && ok(i)).then_some(i)
-                })
+                };
+                if self.hash.balance_factor > 0 {
+                    let room = bounded_load(servers, &ok, self.hash.balance_factor);
+                    let bounded =
+                        hashed(maglev.len(), key, true, |b| mapped(b).filter(|&i| room(i)));
+                    if bounded.is_some() {
+                        return bounded;
+                    }
+                }
+                hashed(maglev.len(), key, self.hash.fallback, mapped)
             }
             SchedulerKind::Twos => self.twos(servers, ok),
             SchedulerKind::Fo => best_by_weight(servers, (0..servers.len()).filter(|&i| ok(i))),
@@ -302,7 +325,7 @@ impl Scheduler {
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for i in (0..servers.len()).filter(|&i| ok(i)) {
-            let w = i64::from(servers[i].weight());
+            let w = i64::from(servers[i].share());
             self.smooth[i] += w;
             total += w;
             if best.is_none_or(|b| self.smooth[i] > self.smooth[b]) {
@@ -318,7 +341,7 @@ impl Scheduler {
     fn twos<S: Load>(&mut self, servers: &[S], ok: impl Fn(usize) -> bool) -> Option<usize> {
         let total: u64 = (0..servers.len())
             .filter(|&i| ok(i))
-            .map(|i| u64::from(servers[i].weight()))
+            .map(|i| u64::from(servers[i].share()))
             .sum();
         if total == 0 {
             return None;
@@ -326,7 +349,7 @@ impl Scheduler {
         let mut draw = || {
             let mut point = self.next_random() % total;
             (0..servers.len()).filter(|&i| ok(i)).find(|&i| {
-                let w = u64::from(servers[i].weight());
+                let w = u64::from(servers[i].share());
                 if point < w {
                     true
                 } else {
@@ -336,7 +359,7 @@ impl Scheduler {
             })
         };
         let (a, b) = (draw()?, draw()?);
-        let cost = |i: usize| (overhead(&servers[i]), u64::from(servers[i].weight()));
+        let cost = |i: usize| (overhead(&servers[i]), u64::from(servers[i].share()));
         Some(if less(cost(b), cost(a)) { b } else { a })
     }
 
@@ -404,6 +427,32 @@ fn best_by_weight<S: Load>(
         }
     }
     best
+}
+
+/// Consistent hashing with bounded loads (Mirrokni et al., as HAProxy's
+/// `hash-balance-factor`): whether server `i` has room for one more connection, when no
+/// server may carry more than `factor` percent of its weighted share of all active
+/// connections, this one included.
+fn bounded_load<'a, S: Load>(
+    servers: &'a [S],
+    ok: &impl Fn(usize) -> bool,
+    factor: u32,
+) -> impl Fn(usize) -> bool + 'a {
+    let (load, weight) = (0..servers.len())
+        .filter(|&i| ok(i))
+        .fold((0u64, 0u64), |(l, w), i| {
+            (
+                l + u64::from(servers[i].active()),
+                w + u64::from(servers[i].weight()),
+            )
+        });
+    move |i: usize| {
+        let share = u128::from(servers[i].weight());
+        // cap = ceil((load + 1) × factor/100 × weight_i / total weight)
+        let cap = (u128::from(load + 1) * u128::from(factor) * share)
+            .div_ceil(100 * u128::from(weight.max(1)));
+        u128::from(servers[i].active()) < cap
+    }
 }
 
 /// Looks `key` up in a table of `len` buckets; with `fallback`, walks on from an unavailable
@@ -642,6 +691,7 @@ mod tests {
                 HashOptions {
                     port: false,
                     fallback: true,
+                    balance_factor: 0,
                 },
                 3,
             );
@@ -669,6 +719,7 @@ mod tests {
                 HashOptions {
                     port: false,
                     fallback: true,
+                    balance_factor: 0,
                 },
                 1,
             );
@@ -687,6 +738,50 @@ mod tests {
     }
 
     #[test]
+    fn bounded_loads_move_keys_off_a_server_past_its_share_and_only_then() {
+        let members = [("a", 1), ("b", 1), ("c", 1), ("d", 1)];
+        let bounded = HashOptions {
+            balance_factor: 125,
+            ..HashOptions::default()
+        };
+        let mut sched = Scheduler::new(SchedulerKind::Mh, bounded, 1);
+        sched.rebuild(&members);
+        let mut s = servers(&[1, 1, 1, 1]);
+        let c = client(42);
+        let home = sched.pick(&s, &c, &[]).expect("mapped");
+        // 8 active over 4 servers: a cap of ceil(9 × 1.25 / 4) = 3 each.
+        for server in s.iter_mut() {
+            server.active = 2;
+        }
+        assert_eq!(
+            sched.pick(&s, &c, &[]),
+            Some(home),
+            "under the cap: the hash decides"
+        );
+        s[home].active = 3;
+        for (i, server) in s.iter_mut().enumerate() {
+            if i != home {
+                server.active = 1;
+            }
+        }
+        // 6 active: a cap of ceil(7 × 1.25 / 4) = 3, which home has reached.
+        let moved = sched.pick(&s, &c, &[]).expect("another");
+        assert_ne!(moved, home);
+        assert_eq!(
+            sched.pick(&s, &c, &[]),
+            Some(moved),
+            "the same key moves the same way"
+        );
+        let mut plain = Scheduler::new(SchedulerKind::Mh, HashOptions::default(), 1);
+        plain.rebuild(&members);
+        assert_eq!(
+            plain.pick(&s, &c, &[]),
+            Some(home),
+            "without a factor load is ignored"
+        );
+    }
+
+    #[test]
     fn hashing_the_port_spreads_one_client() {
         let s = servers(&[1, 1, 1, 1]);
         let members = [("a", 1), ("b", 1), ("c", 1), ("d", 1)];
@@ -695,6 +790,7 @@ mod tests {
             HashOptions {
                 port: true,
                 fallback: false,
+                balance_factor: 0,
             },
             1,
         );

@@ -185,6 +185,11 @@ pub struct CheckConfig {
     #[serde(rename = "type")]
     pub kind: CheckKind,
     pub interval_ms: u64,
+    /// HAProxy's `fastinter`: the interval while a server is part way to changing state
+    /// (`UP 1/3↓`, `DOWN 1/2↑`), so a verdict comes sooner. 0 = `interval_ms`.
+    pub fastinter_ms: u64,
+    /// HAProxy's `downinter`: the interval while a server is down. 0 = `interval_ms`.
+    pub downinter_ms: u64,
     pub timeout_ms: u64,
     /// Consecutive good checks that bring a server up.
     pub rise: u32,
@@ -209,6 +214,8 @@ impl Default for CheckConfig {
         CheckConfig {
             kind: CheckKind::Tcp,
             interval_ms: 2000,
+            fastinter_ms: 0,
+            downinter_ms: 0,
             timeout_ms: 1000,
             rise: 2,
             fall: 3,
@@ -455,6 +462,19 @@ pub fn validate_check(section: &str, c: &CheckConfig) -> Result<(), Problem> {
             None,
             format!("interval_ms {} in {here} is less than 10", c.interval_ms),
         ));
+    }
+    for (key, v) in [
+        ("fastinter_ms", c.fastinter_ms),
+        ("downinter_ms", c.downinter_ms),
+    ] {
+        if v != 0 && v < 10 {
+            return Err(problem(
+                section,
+                key,
+                None,
+                format!("{key} {v} in {here} is less than 10 (0 means interval_ms)"),
+            ));
+        }
     }
     if c.timeout_ms == 0 || c.timeout_ms > c.interval_ms {
         return Err(problem(

@@ -11,6 +11,7 @@ use super::balance::{
     validate_check, validate_servers, validate_threads,
 };
 use crate::balance::l7::route::{Route, RouteTable};
+use crate::balance::passive::PassiveConfig;
 use crate::balance::select::SchedulerKind;
 
 /// The L7 balancer: listeners (where clients connect, and how requests are routed) over
@@ -162,6 +163,20 @@ pub struct PoolConfig {
     pub cookie: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckConfig>,
+    /// Passive health: servers whose requests fail are taken out for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveConfig>,
+    /// HAProxy's `slowstart`: a server back from down, maintenance or an ejection gets a
+    /// share of new requests that grows from nothing to its weight over this long; 0 = off.
+    /// roundrobin, leastconn and random only (a hash keeps its mapping).
+    pub slow_start_ms: u64,
+    /// How long a request waits for a free slot when every usable server is at its
+    /// `max_conns` (HAProxy's `timeout queue`); then 503. 0 = no wait.
+    pub queue_timeout_ms: u64,
+    /// Consistent hashing with bounded loads (HAProxy's `hash-balance-factor`): a server
+    /// takes at most this percent of the average active requests, the rest go to the next
+    /// server in the table. 0 = off; else more than 100.
+    pub hash_balance_factor: u32,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -177,6 +192,10 @@ impl Default for PoolConfig {
             retry_non_idempotent: false,
             cookie: None,
             check: None,
+            passive: None,
+            slow_start_ms: 0,
+            queue_timeout_ms: 3000,
+            hash_balance_factor: 0,
             servers: Vec::new(),
         }
     }
@@ -314,9 +333,64 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
             return Err(problem(&section, "servers", None, message));
         }
         validate_servers(&section, &p.servers)?;
+        if let Some(s) = p.servers.iter().find(|s| s.min_conns != 0) {
+            let message = format!(
+                "min_conns on server '{}' in {here} is for L4 services: an L7 server takes requests again as soon as it is below max_conns",
+                s.name()
+            );
+            return Err(problem(&section, "servers", Some(s.name()), message));
+        }
         if let Some(c) = &p.check {
             validate_check(&format!("{section}.check"), c)?;
         }
+        if let Some(passive) = &p.passive {
+            validate_passive(&section, passive)?;
+        }
+        for (key, value, max) in [
+            ("slow_start_ms", p.slow_start_ms, 3_600_000),
+            ("queue_timeout_ms", p.queue_timeout_ms, 3_600_000),
+        ] {
+            if value > max {
+                let message = format!("{key} {value} in {here} is more than {max} (an hour)");
+                return Err(problem(&section, key, None, message));
+            }
+        }
+        if p.hash_balance_factor != 0 && p.hash_balance_factor <= 100 {
+            let message = format!(
+                "hash_balance_factor {} in {here} must be more than 100 (a percent of the average load), or 0 for off",
+                p.hash_balance_factor
+            );
+            return Err(problem(&section, "hash_balance_factor", None, message));
+        }
+        if p.hash_balance_factor != 0
+            && !(p.algorithm.is_hash() && p.hash_type == HashType::Consistent)
+        {
+            let message = format!(
+                "hash_balance_factor in {here} bounds a consistent hash: set hash_type = \"consistent\" and a hash algorithm"
+            );
+            return Err(problem(&section, "hash_balance_factor", None, message));
+        }
+    }
+    Ok(())
+}
+
+fn validate_passive(section: &str, p: &PassiveConfig) -> Result<(), Problem> {
+    let here = format!("passive in [{section}]");
+    if p.max_fails == 0 && p.consecutive_errors == 0 {
+        let message =
+            format!("{here} has neither max_fails nor consecutive_errors: it would never act");
+        return Err(problem(section, "passive", None, message));
+    }
+    if p.max_fails > 0 && p.fail_timeout_ms == 0 {
+        let message = format!("fail_timeout_ms 0 in {here}: max_fails needs a window");
+        return Err(problem(section, "passive", None, message));
+    }
+    if p.consecutive_errors > 0 && (p.eject_ms == 0 || p.eject_max_ms < p.eject_ms) {
+        let message = format!(
+            "eject_ms {} and eject_max_ms {} in {here}: eject_ms must be above 0 and eject_max_ms at least eject_ms",
+            p.eject_ms, p.eject_max_ms
+        );
+        return Err(problem(section, "passive", None, message));
     }
     Ok(())
 }

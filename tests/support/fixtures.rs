@@ -261,6 +261,9 @@ fn server(
         check_status: Some("L7OK 200".into()),
         check_duration_us: Some(850),
         state_since_ms: T0 - 754_000,
+        slow_start_pct: None,
+        ejected_for_ms: None,
+        ejections: 0,
         http: None,
     }
 }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod conn;
 pub mod fixtures;
 pub mod http;
+pub mod l7;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -68,7 +68,8 @@ fn send_proxy_code(p: SendProxy) -> u8 {
 /// health) of `old` that kept their name and address.
 fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
     let now = now_ms();
-    let servers = build_servers(&cfg.servers, cfg.check.as_ref(), old);
+    let check = cfg.check.as_ref();
+    let servers = build_servers(&cfg.servers, |s| BackendSettings::of(s, check), old);
     let persistence = (cfg.persistence_timeout_secs > 0).then(|| {
         let timeout = Duration::from_secs(cfg.persistence_timeout_secs);
         let mask = parse_netmask(&cfg.persistence_netmask).unwrap_or(u32::MAX);
@@ -98,6 +99,7 @@ fn build_table(cfg: &ServiceConfig, old: Option<&PoolTable>) -> PoolTable {
         hash: HashOptions {
             port: cfg.hash_port,
             fallback: cfg.hash_fallback,
+            balance_factor: 0,
         },
         persistence,
         sorry,

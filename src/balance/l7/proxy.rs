@@ -24,8 +24,9 @@ use super::listener::{Limits, Listener, Routing};
 use super::retry::{self, Attempt, Failure};
 use super::upstream::{Settings, Upstream};
 use super::{cookie, headers, key};
-use crate::balance::backend::Backend;
+use crate::balance::backend::{Backend, ConnGuard};
 use crate::balance::pool::PoolCursor;
+use crate::balance::queue::{NoSlot, Pick};
 use crate::balance::select::Client;
 use crate::replication::shared::now_ms;
 use crate::sync::Follower;
@@ -240,6 +241,32 @@ impl Proxy {
         cursor.pick(&upstream.pool, client, tried, Instant::now())
     }
 
+    /// A server for a try with its slot taken. When the pool limits its servers'
+    /// connections and all are full, the request waits in the pool's queue.
+    async fn take_slot(
+        &self,
+        pool: usize,
+        upstream: &Upstream,
+        client: &Client,
+        sticky: Option<&str>,
+        tried: &[Arc<Backend>],
+        settings: &Settings,
+    ) -> Result<ConnGuard, NoSlot> {
+        if !settings.limited {
+            let server = self.pick(pool, upstream, client, sticky, tried);
+            return server.map(|s| s.connection()).ok_or(NoSlot::Nothing);
+        }
+        let try_pick = || match self.pick(pool, upstream, client, sticky, tried) {
+            Some(server) => server.try_connection().map_or(Pick::Full, Pick::Slot),
+            None if upstream.any_full(tried) => Pick::Full,
+            None => Pick::Nothing,
+        };
+        upstream
+            .queue
+            .acquire(settings.queue_timeout, try_pick)
+            .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -286,15 +313,25 @@ impl Proxy {
         let mut first: Option<Arc<Backend>> = None;
         let mut last = Failure::Connect;
         for attempt in 0..=settings.retries {
-            let Some(server) = self.pick(pool, upstream, &client, sticky.as_deref(), &tried) else {
-                break;
+            let slot = self
+                .take_slot(pool, upstream, &client, sticky.as_deref(), &tried, settings)
+                .await;
+            let guard = match slot {
+                Ok(g) => g,
+                Err(NoSlot::Nothing) => break,
+                Err(NoSlot::TimedOut) => {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "503 Service Unavailable: every server is at its connection limit and none came free in time.\n",
+                    );
+                }
             };
+            let server = guard.backend().clone();
             if attempt > 0 {
                 server.retries.fetch_add(1, Relaxed);
                 upstream.retries.fetch_add(1, Relaxed);
             }
             first.get_or_insert_with(|| server.clone());
-            let guard = server.connection();
             let may_try_again = |f: Failure, out: &Outgoing| {
                 attempt < settings.retries
                     && retry::may_retry(
@@ -318,6 +355,11 @@ impl Proxy {
                 Tried::Answered(mut resp, sender, latency_us) => {
                     let status = resp.status();
                     server.http.count_status(status.as_u16());
+                    if status.is_server_error() {
+                        upstream.request_failed(&server, settings);
+                    } else {
+                        server.request_succeeded();
+                    }
                     let now = now_ms();
                     server.http.latency.record(latency_us, now);
                     if retry::is_retryable_status(status)
@@ -361,6 +403,7 @@ impl Proxy {
                     );
                 }
                 Tried::Failed(f) => {
+                    upstream.request_failed(&server, settings);
                     last = f;
                     let again = may_try_again(f, &out);
                     tried.push(server);
