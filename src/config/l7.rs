@@ -10,6 +10,7 @@ use super::balance::{
     CheckConfig, L4Config, Problem, ServerConfig, problem, threads_or_cores, unique_listen,
     validate_check, validate_servers, validate_threads,
 };
+use crate::balance::l7::access_log::{self, AccessLogConfig};
 use crate::balance::l7::route::{Route, RouteTable};
 use crate::balance::passive::PassiveConfig;
 use crate::balance::select::SchedulerKind;
@@ -41,6 +42,13 @@ pub struct ListenerConfig {
     pub client_header_timeout_ms: u64,
     /// A kept-alive client connection with no request for this long is closed (0 = never).
     pub idle_timeout_secs: u64,
+    /// A header carrying a request id to servers and back to the client (e.g.
+    /// `X-Request-Id`): kept when the client sent one, else made up. Absent = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id_header: Option<String>,
+    /// One line per request, to its own rolling file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
     /// Host and path prefix → pool, nginx's way.
     pub routes: Vec<RouteConfig>,
 }
@@ -54,6 +62,8 @@ impl Default for ListenerConfig {
             max_uri_bytes: 8 * 1024,
             client_header_timeout_ms: 10_000,
             idle_timeout_secs: 60,
+            request_id_header: None,
+            access_log: None,
             routes: Vec::new(),
         }
     }
@@ -228,6 +238,7 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
         return Err(problem("l7", "listeners", None, message.into()));
     }
     let mut listens: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    let mut logs: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
     for (name, l) in &l7.listeners {
         let section = format!("l7.listeners.{name}");
         let here = format!("[{section}]");
@@ -250,6 +261,23 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
             let message =
                 format!("client_header_timeout_ms 0 in {here} would refuse every request");
             return Err(problem(&section, "client_header_timeout_ms", None, message));
+        }
+        if let Some(h) = &l.request_id_header
+            && hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            let message = format!("request_id_header '{h}' in {here} is not a header name");
+            return Err(problem(&section, "request_id_header", Some(h), message));
+        }
+        if let Some(a) = &l.access_log {
+            validate_access_log(&section, a)?;
+            let path = a.dir.join(&a.file);
+            if let Some(other) = logs.insert(path.clone(), name) {
+                let message = format!(
+                    "access_log {} in {here} is also [l7.listeners.{other}]'s: give each listener its own file",
+                    path.display()
+                );
+                return Err(problem(&section, "access_log", None, message));
+            }
         }
         if l.routes.is_empty() {
             let message =
@@ -370,6 +398,25 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
             );
             return Err(problem(&section, "hash_balance_factor", None, message));
         }
+    }
+    Ok(())
+}
+
+fn validate_access_log(section: &str, a: &AccessLogConfig) -> Result<(), Problem> {
+    let here = format!("access_log in [{section}]");
+    if a.file.is_empty() || a.file.contains('/') {
+        let message = format!(
+            "file '{}' in {here} must be a file name (the directory is dir)",
+            a.file
+        );
+        return Err(problem(section, "access_log", Some(&a.file), message));
+    }
+    if access_log::rotation(&a.rotation).is_none() {
+        let message = format!(
+            "rotation '{}' in {here} is not one of minutely, hourly, daily, never",
+            a.rotation
+        );
+        return Err(problem(section, "access_log", Some(&a.rotation), message));
     }
     Ok(())
 }

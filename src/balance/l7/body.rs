@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::access_log::{AccessLog, Entry};
 use super::client::Busy;
 use super::idle::{self, Sender};
 use crate::balance::backend::{Backend, ConnGuard};
@@ -72,6 +73,8 @@ pub struct Finish {
 pub struct UpstreamBody {
     inner: Incoming,
     finish: Option<Finish>,
+    /// The request's access log line, written when the body ends.
+    log: Option<(Arc<Option<AccessLog>>, Box<Entry>)>,
 }
 
 impl UpstreamBody {
@@ -79,6 +82,7 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             finish: Some(finish),
+            log: None,
         };
         if body.inner.is_end_stream() {
             // HEAD, 204, 304, Content-Length: 0: the server is done already.
@@ -87,8 +91,26 @@ impl UpstreamBody {
         body
     }
 
+    /// Writes `entry` to `log` once the body has been carried (at once if it already has).
+    pub fn log_at_end(&mut self, log: Arc<Option<AccessLog>>, entry: Box<Entry>) {
+        self.log = Some((log, entry));
+        if self.finish.is_none() {
+            self.write_log(false);
+        }
+    }
+
+    fn write_log(&mut self, cut_short: bool) {
+        if let Some((log, mut entry)) = self.log.take()
+            && let Some(log) = log.as_ref()
+        {
+            entry.cut_short = cut_short;
+            log.write(&entry);
+        }
+    }
+
     /// The whole body went through: the connection can carry the next request.
     fn complete(&mut self) {
+        self.write_log(false);
         if let Some(f) = self.finish.take() {
             let server = f.guard.backend().clone();
             if let Some(sender) = f.sender {
@@ -110,10 +132,11 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(f)) = (frame.data_ref(), &self.finish) {
-                    f.guard
-                        .backend()
-                        .bytes_out
-                        .fetch_add(data.len() as u64, Relaxed);
+                    let n = data.len() as u64;
+                    f.guard.backend().bytes_out.fetch_add(n, Relaxed);
+                    if let Some((_, entry)) = self.log.as_mut() {
+                        entry.bytes += n;
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.complete();
@@ -125,6 +148,7 @@ impl Body for UpstreamBody {
                 if let Some(f) = self.finish.take() {
                     f.guard.backend().http.response_errors.fetch_add(1, Relaxed);
                 }
+                self.write_log(true);
             }
             Poll::Pending => {}
         }
@@ -137,6 +161,13 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    /// A body dropped before its end (the client went away): its line still gets written.
+    fn drop(&mut self) {
+        self.write_log(true);
     }
 }
 

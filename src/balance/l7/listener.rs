@@ -10,6 +10,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use hyper::header::HeaderName;
+
+use super::access_log::AccessLog;
 use super::route::RouteTable;
 use super::upstream::Upstream;
 use crate::balance::http_stats::HttpCounters;
@@ -27,6 +30,7 @@ pub struct Limits {
     pub client_header_timeout: Duration,
     /// `None`: kept-alive connections may idle for ever.
     pub idle_timeout: Option<Duration>,
+    pub request_id: Option<HeaderName>,
 }
 
 impl Limits {
@@ -38,6 +42,11 @@ impl Limits {
             client_header_timeout: Duration::from_millis(cfg.client_header_timeout_ms),
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
+            // Validation has checked the name.
+            request_id: cfg
+                .request_id_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
         }
     }
 }
@@ -107,6 +116,7 @@ pub struct Listener {
     pub listen: SocketAddr,
     pub limits: Published<Limits>,
     pub routing: Published<Routing>,
+    pub access_log: Published<Option<AccessLog>>,
     pub active_conns: AtomicU64,
     pub total_conns: AtomicU64,
     pub no_route: AtomicU64,
@@ -124,6 +134,7 @@ impl Listener {
         listen: SocketAddr,
         cfg: &ListenerConfig,
         routing: Routing,
+        access_log: Option<AccessLog>,
         stopping: &CancellationToken,
     ) -> Listener {
         Listener {
@@ -131,6 +142,7 @@ impl Listener {
             listen,
             limits: Published::new(Limits::of(cfg)),
             routing: Published::new(routing),
+            access_log: Published::new(access_log),
             active_conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             no_route: AtomicU64::new(0),
@@ -140,12 +152,47 @@ impl Listener {
         }
     }
 
-    pub fn reconfigure(&self, cfg: &ListenerConfig, routing: Routing) {
+    /// `access_log`: a new log when its settings changed, `None` to keep the one it has.
+    pub fn reconfigure(
+        &self,
+        cfg: &ListenerConfig,
+        routing: Routing,
+        access_log: Option<Option<AccessLog>>,
+    ) {
         let limits = Limits::of(cfg);
         if *self.limits.get() != limits {
             self.limits.publish(limits);
         }
         self.routing.publish(routing);
+        if let Some(log) = access_log {
+            self.access_log.publish(log);
+        }
+    }
+
+    /// The access log `cfg` asks for: `None` when the one this listener has (if any) already
+    /// matches, else the new one, opened (so a reload can refuse a log it cannot open before
+    /// changing anything).
+    pub fn access_log_for(
+        cfg: &ListenerConfig,
+        current: Option<&Listener>,
+    ) -> std::io::Result<Option<Option<AccessLog>>> {
+        let has = current.map(|l| {
+            l.access_log
+                .get()
+                .as_ref()
+                .as_ref()
+                .map(|a| a.config.clone())
+        });
+        if let Some(has) = has
+            && has == cfg.access_log
+        {
+            return Ok(None);
+        }
+        cfg.access_log
+            .as_ref()
+            .map(AccessLog::open)
+            .transpose()
+            .map(Some)
     }
 
     pub fn snapshot(&self) -> ListenerSnapshot {

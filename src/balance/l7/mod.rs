@@ -3,6 +3,7 @@
 //! Owns the listeners and pools, the workers that serve them and the checkers; applies
 //! reloads and operator actions.
 
+pub mod access_log;
 pub mod body;
 pub mod client;
 pub mod cookie;
@@ -11,6 +12,7 @@ pub mod idle;
 pub mod key;
 pub mod listener;
 pub mod proxy;
+pub mod request_id;
 pub mod retry;
 pub mod route;
 pub mod upstream;
@@ -30,6 +32,7 @@ use crate::config::balance::address;
 use crate::config::l7::{L7Config, ListenerConfig};
 use crate::control::L7Snapshot;
 use crate::sync::lock;
+use access_log::AccessLog;
 use listener::{Listener, Routing};
 use proxy::Proxy;
 use upstream::Upstream;
@@ -48,11 +51,9 @@ impl L7 {
         let mut bound = Vec::new();
         for (name, l) in &cfg.listeners {
             let section = format!("l7.listeners.{name}");
-            bound.push((
-                name,
-                l,
-                workers::bind(&section, address(&l.listen), threads)?,
-            ));
+            let sockets = workers::bind(&section, address(&l.listen), threads)?;
+            let log = Listener::access_log_for(l, None)?.flatten();
+            bound.push((name, l, sockets, log));
         }
         let l7 = L7 {
             listeners: Mutex::new(BTreeMap::new()),
@@ -60,8 +61,8 @@ impl L7 {
             workers: Workers::spawn("l7", threads)?,
         };
         l7.apply_pools(cfg);
-        for (name, l, sockets) in bound {
-            l7.launch(cfg, name, l, sockets)?;
+        for (name, l, sockets, log) in bound {
+            l7.launch(cfg, name, l, sockets, log)?;
         }
         Ok(l7)
     }
@@ -120,6 +121,7 @@ impl L7 {
         name: &str,
         l: &ListenerConfig,
         sockets: Vec<std::net::TcpListener>,
+        access_log: Option<AccessLog>,
     ) -> io::Result<()> {
         let listen = sockets
             .first()
@@ -128,7 +130,9 @@ impl L7 {
             .unwrap_or_else(|| address(&l.listen));
         let routing = self.routing(cfg, l, None)?;
         let stopping = &self.workers.cancel;
-        let listener = Arc::new(Listener::new(name, listen, l, routing, stopping));
+        let listener = Arc::new(Listener::new(
+            name, listen, l, routing, access_log, stopping,
+        ));
         let serving = listener.clone();
         self.workers.serve(sockets, move |w, socket| {
             tokio::task::spawn_local(accept(serving.clone(), socket, w.clone()));
@@ -153,27 +157,33 @@ impl L7 {
     pub fn reload(&self, cfg: &L7Config) -> io::Result<String> {
         let current: BTreeMap<String, Arc<Listener>> = lock(&self.listeners).clone();
         let threads = self.workers.len();
+        // Everything that can fail (binding, opening access logs) happens before anything
+        // changes, so a refused reload leaves the running config whole.
         let mut fresh = Vec::new();
+        let mut logs = BTreeMap::new();
         for (name, l) in &cfg.listeners {
             let addr = address(&l.listen);
-            if current
+            let kept = current
                 .get(name)
-                .is_none_or(|old| workers::moved(old.listen, addr))
-            {
-                let section = format!("l7.listeners.{name}");
-                fresh.push((name, l, workers::bind(&section, addr, threads)?));
+                .filter(|old| !workers::moved(old.listen, addr));
+            match kept {
+                Some(old) => {
+                    logs.insert(name, Listener::access_log_for(l, Some(old))?);
+                }
+                None => {
+                    let section = format!("l7.listeners.{name}");
+                    let sockets = workers::bind(&section, addr, threads)?;
+                    let log = Listener::access_log_for(l, None)?.flatten();
+                    fresh.push((name, l, sockets, log));
+                }
             }
         }
         let mut changes = self.apply_pools(cfg);
         for (name, old) in &current {
-            let kept = cfg
-                .listeners
-                .get(name)
-                .filter(|_| !fresh.iter().any(|(n, _, _)| *n == name));
-            match kept {
-                Some(l) => {
+            match cfg.listeners.get(name).zip(logs.remove(name)) {
+                Some((l, log)) => {
                     let routing = self.routing(cfg, l, Some(&old.routing.get()))?;
-                    old.reconfigure(l, routing);
+                    old.reconfigure(l, routing, log);
                     changes.push(format!("updated listener {name}"));
                 }
                 None => {
@@ -183,8 +193,8 @@ impl L7 {
                 }
             }
         }
-        for (name, l, sockets) in fresh {
-            self.launch(cfg, name, l, sockets)?;
+        for (name, l, sockets, log) in fresh {
+            self.launch(cfg, name, l, sockets, log)?;
             changes.push(format!("added listener {name}"));
         }
         Ok(changes.join(", "))

@@ -17,13 +17,14 @@ use hyper::http::uri::Uri;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
+use super::access_log::{AccessLog, Entry};
 use super::body::{Counted, Finish, RequestBody, ResponseBody, UpstreamBody, local};
 use super::client::Busy;
 use super::idle::{self, Sender};
 use super::listener::{Limits, Listener, Routing};
 use super::retry::{self, Attempt, Failure};
 use super::upstream::{Settings, Upstream};
-use super::{cookie, headers, key};
+use super::{cookie, headers, key, request_id};
 use crate::balance::backend::{Backend, ConnGuard};
 use crate::balance::pool::PoolCursor;
 use crate::balance::queue::{NoSlot, Pick};
@@ -41,6 +42,7 @@ pub struct Proxy {
 struct View {
     limits: Follower<Limits>,
     routing: Follower<Routing>,
+    access_log: Follower<Option<AccessLog>>,
     /// Per pool of `routing.upstreams`, in the same order.
     pools: Vec<PoolView>,
 }
@@ -107,6 +109,39 @@ fn failure_reply(status: StatusCode) -> Response<ResponseBody> {
     }
 }
 
+/// An access log entry with what the request says; the rest is filled in as it goes.
+fn begin_entry(
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    listener: &str,
+    request_id: Option<&str>,
+) -> Entry {
+    let header = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Entry {
+        at: std::time::SystemTime::now(),
+        started: Instant::now(),
+        listener: listener.to_string(),
+        client: peer.ip().to_canonical(),
+        method: req.method().clone(),
+        target: req.uri().to_string(),
+        version: req.version(),
+        host: requested_host(req),
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+        request_id: request_id.map(str::to_string),
+        pool: None,
+        server: None,
+        status: 0,
+        bytes: 0,
+        upstream_us: None,
+        cut_short: false,
+    }
+}
+
 /// Everything one try needs that outlives it.
 struct Outgoing {
     method: hyper::Method,
@@ -145,12 +180,14 @@ enum Tried {
 impl Proxy {
     pub fn new(listener: Arc<Listener>, seed: u64) -> Proxy {
         let limits = Follower::new(&listener.limits);
+        let access_log = Follower::new(&listener.access_log);
         let mut routing = Follower::new(&listener.routing);
         let pools = View::pools_for(routing.latest(&listener.routing).0, seed);
         Proxy {
             view: RefCell::new(View {
                 limits,
                 routing,
+                access_log,
                 pools,
             }),
             listener,
@@ -168,13 +205,56 @@ impl Proxy {
         reply(status, text)
     }
 
+    /// The listener's access log as this worker last saw it.
+    fn access_log(&self) -> Arc<Option<AccessLog>> {
+        let mut v = self.view.borrow_mut();
+        v.access_log.latest(&self.listener.access_log).0.clone()
+    }
+
     pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        busy: Busy,
+    ) -> Response<ResponseBody> {
+        let limits = self.limits();
+        let request_id = limits
+            .request_id
+            .as_ref()
+            .map(|name| (name, request_id::ensure(req.headers_mut(), name)));
+        let log = self.access_log();
+        let mut entry = log.as_ref().as_ref().map(|_| {
+            let id = request_id.as_ref().and_then(|(_, v)| v.to_str().ok());
+            Box::new(begin_entry(&req, peer, &self.listener.name, id))
+        });
+        let mut response = self.respond(req, peer, busy, &limits, &mut entry).await;
+        if let Some((name, id)) = request_id {
+            response.headers_mut().insert(name.clone(), id);
+        }
+        if let Some(mut entry) = entry {
+            entry.status = response.status().as_u16();
+            match response.body_mut() {
+                Either::Left(upstream) => upstream.log_at_end(log, entry),
+                Either::Right(own) => {
+                    entry.bytes = own.size_hint().exact().unwrap_or(0);
+                    if let Some(l) = log.as_ref() {
+                        l.write(&entry);
+                    }
+                }
+            }
+        }
+        response
+    }
+
+    async fn respond(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         busy: Busy,
+        limits: &Limits,
+        entry: &mut Option<Box<Entry>>,
     ) -> Response<ResponseBody> {
-        if uri_len(req.uri()) > self.limits().max_uri_bytes {
+        if uri_len(req.uri()) > limits.max_uri_bytes {
             return self.rejected(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
         }
         let host = requested_host(&req);
@@ -210,8 +290,11 @@ impl Proxy {
         };
         route_http.requests.fetch_add(1, Relaxed);
         upstream.http.requests.fetch_add(1, Relaxed);
+        if let Some(e) = entry.as_mut() {
+            e.pool = Some(upstream.name.clone());
+        }
         let response = self
-            .forward(req, peer, host, pool, &upstream, &settings, busy)
+            .forward(req, peer, host, pool, &upstream, &settings, busy, entry)
             .await;
         let status = response.status().as_u16();
         route_http.count_status(status);
@@ -277,6 +360,7 @@ impl Proxy {
         upstream: &Upstream,
         settings: &Settings,
         busy: Busy,
+        entry: &mut Option<Box<Entry>>,
     ) -> Response<ResponseBody> {
         let sticky = settings
             .cookie
@@ -370,6 +454,10 @@ impl Proxy {
                         continue;
                     }
                     upstream.http.latency.record(latency_us, now);
+                    if let Some(e) = entry.as_mut() {
+                        e.server = Some(server.name.clone());
+                        e.upstream_us = Some(latency_us);
+                    }
                     if first.as_ref().is_some_and(|f| !Arc::ptr_eq(f, &server)) {
                         upstream.redispatches.fetch_add(1, Relaxed);
                     }
