@@ -39,28 +39,33 @@ impl<T> Published<T> {
     }
 }
 
+/// A reader's handle on a published value: cloning it touches only this thread's count, not
+/// the `Arc`'s, which every worker shares (a request takes several, and a shared count
+/// bounces between cores on each).
+pub type Local<T> = std::rc::Rc<std::sync::Arc<T>>;
+
 /// One reader's copy of a `Published` value.
 #[derive(Debug)]
 pub struct Follower<T> {
     version: u64,
-    value: std::sync::Arc<T>,
+    value: Local<T>,
 }
 
 impl<T> Follower<T> {
     pub fn new(source: &Published<T>) -> Follower<T> {
         Follower {
             version: source.version(),
-            value: source.get(),
+            value: std::rc::Rc::new(source.get()),
         }
     }
 
     /// The latest value, and whether it changed since the last call.
-    pub fn latest(&mut self, source: &Published<T>) -> (&std::sync::Arc<T>, bool) {
+    pub fn latest(&mut self, source: &Published<T>) -> (&Local<T>, bool) {
         let v = source.version();
         let changed = v != self.version;
         if changed {
             self.version = v;
-            self.value = source.get();
+            self.value = std::rc::Rc::new(source.get());
         }
         (&self.value, changed)
     }

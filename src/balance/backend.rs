@@ -373,13 +373,14 @@ impl Backend {
         self.admin() != AdminState::Ready && self.active_conns() == 0 && self.inactive_conns() == 0
     }
 
-    /// Counts a new connection; the guard uncounts it when dropped.
-    pub fn connection(self: &std::sync::Arc<Self>) -> ConnGuard {
+    /// Counts a new connection; the guard (which takes this handle on the server) uncounts
+    /// it when dropped.
+    pub fn connection(self: std::sync::Arc<Self>) -> ConnGuard {
         self.active.fetch_add(1, Relaxed);
         self.total.fetch_add(1, Relaxed);
         self.update_overload();
         ConnGuard {
-            backend: self.clone(),
+            backend: self,
             inactive: false,
             queue: None,
         }
@@ -387,7 +388,7 @@ impl Backend {
 
     /// Counts a new connection unless that would pass `max_conns` (HAProxy's hard
     /// `maxconn`: two workers racing for the last slot cannot both have it).
-    pub fn try_connection(self: &std::sync::Arc<Self>) -> Option<ConnGuard> {
+    pub fn try_connection(self: std::sync::Arc<Self>) -> Option<ConnGuard> {
         let max = self.max_conns.load(Relaxed);
         if max == 0 {
             return Some(self.connection());
@@ -409,7 +410,7 @@ impl Backend {
         self.total.fetch_add(1, Relaxed);
         self.update_overload();
         Some(ConnGuard {
-            backend: self.clone(),
+            backend: self,
             inactive: false,
             queue: None,
         })
@@ -597,9 +598,9 @@ mod tests {
     #[test]
     fn connection_thresholds_have_hysteresis() {
         let b = backend(4, 2);
-        let mut conns: Vec<ConnGuard> = (0..3).map(|_| b.connection()).collect();
+        let mut conns: Vec<ConnGuard> = (0..3).map(|_| b.clone().connection()).collect();
         assert!(b.usable());
-        conns.push(b.connection());
+        conns.push(b.clone().connection());
         assert!(!b.usable(), "4 of 4: overloaded");
         conns.pop();
         assert!(!b.usable(), "3 is above the lower threshold");
@@ -610,7 +611,7 @@ mod tests {
     #[test]
     fn inactive_connections_are_counted_apart_and_released() {
         let b = backend(0, 0);
-        let mut c = b.connection();
+        let mut c = b.clone().connection();
         c.set_inactive();
         c.set_inactive();
         assert_eq!((b.active_conns(), b.inactive_conns()), (0, 1));
@@ -622,7 +623,7 @@ mod tests {
     #[test]
     fn drain_is_quiescent_and_reports_removable() {
         let b = backend(0, 0);
-        let c = b.connection();
+        let c = b.clone().connection();
         b.set_admin(AdminState::Drain, 5);
         assert_eq!(b.weight(), 0);
         assert!(b.takes_persistent());

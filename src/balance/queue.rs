@@ -132,7 +132,7 @@ mod tests {
     }
 
     fn try_server(b: &Arc<Backend>) -> Pick {
-        match b.try_connection() {
+        match b.clone().try_connection() {
             Some(g) => Pick::Slot(g),
             None => Pick::Full,
         }

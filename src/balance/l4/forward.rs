@@ -119,7 +119,7 @@ async fn connect(
         }
         // Counted from the start of the connect, so least-connection schedulers on other
         // workers see it at once.
-        let guard = server.connection();
+        let guard = server.clone().connection();
         let error = match tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);

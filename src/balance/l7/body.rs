@@ -16,6 +16,7 @@ use super::access_log::{AccessLog, Entry};
 use super::client::Busy;
 use super::idle::{self, Sender};
 use crate::balance::backend::{Backend, ConnGuard};
+use crate::sync::Local;
 
 /// What goes to a server: the client's body, counted, or nothing.
 pub type RequestBody = Either<Counted, Empty<Bytes>>;
@@ -74,7 +75,7 @@ pub struct UpstreamBody {
     inner: Incoming,
     finish: Option<Finish>,
     /// The request's access log line, written when the body ends.
-    log: Option<(Arc<Option<AccessLog>>, Box<Entry>)>,
+    log: Option<(Local<Option<AccessLog>>, Box<Entry>)>,
 }
 
 impl UpstreamBody {
@@ -92,7 +93,7 @@ impl UpstreamBody {
     }
 
     /// Writes `entry` to `log` once the body has been carried (at once if it already has).
-    pub fn log_at_end(&mut self, log: Arc<Option<AccessLog>>, entry: Box<Entry>) {
+    pub fn log_at_end(&mut self, log: Local<Option<AccessLog>>, entry: Box<Entry>) {
         self.log = Some((log, entry));
         if self.finish.is_none() {
             self.write_log(false);
@@ -101,7 +102,7 @@ impl UpstreamBody {
 
     fn write_log(&mut self, cut_short: bool) {
         if let Some((log, mut entry)) = self.log.take()
-            && let Some(log) = log.as_ref()
+            && let Some(log) = Option::as_ref(&log)
         {
             entry.cut_short = cut_short;
             log.write(&entry);

@@ -30,7 +30,7 @@ use crate::balance::pool::PoolCursor;
 use crate::balance::queue::{NoSlot, Pick};
 use crate::balance::select::Client;
 use crate::replication::shared::now_ms;
-use crate::sync::Follower;
+use crate::sync::{Follower, Local};
 
 pub struct Proxy {
     pub listener: Arc<Listener>,
@@ -195,7 +195,7 @@ impl Proxy {
         }
     }
 
-    pub fn limits(&self) -> Arc<Limits> {
+    pub fn limits(&self) -> Local<Limits> {
         let mut v = self.view.borrow_mut();
         v.limits.latest(&self.listener.limits).0.clone()
     }
@@ -206,7 +206,7 @@ impl Proxy {
     }
 
     /// The listener's access log as this worker last saw it.
-    fn access_log(&self) -> Arc<Option<AccessLog>> {
+    fn access_log(&self) -> Local<Option<AccessLog>> {
         let mut v = self.view.borrow_mut();
         v.access_log.latest(&self.listener.access_log).0.clone()
     }
@@ -223,7 +223,7 @@ impl Proxy {
             .as_ref()
             .map(|name| (name, request_id::ensure(req.headers_mut(), name)));
         let log = self.access_log();
-        let mut entry = log.as_ref().as_ref().map(|_| {
+        let mut entry = log.is_some().then(|| {
             let id = request_id.as_ref().and_then(|(_, v)| v.to_str().ok());
             Box::new(begin_entry(&req, peer, &self.listener.name, id))
         });
@@ -237,7 +237,7 @@ impl Proxy {
                 Either::Left(upstream) => upstream.log_at_end(log, entry),
                 Either::Right(own) => {
                     entry.bytes = own.size_hint().exact().unwrap_or(0);
-                    if let Some(l) = log.as_ref() {
+                    if let Some(l) = Option::as_ref(&log) {
                         l.write(&entry);
                     }
                 }
@@ -264,7 +264,9 @@ impl Proxy {
                 "400 Bad Request: an HTTP/1.1 request needs a Host header.\n",
             );
         }
-        let (pool, upstream, route_http, settings) = {
+        // The routing and settings this request goes by, held for its whole life (a reload
+        // meanwhile applies to the next request).
+        let (routing, m, settings) = {
             let mut guard = self.view.borrow_mut();
             let view = &mut *guard;
             let (routing, changed) = view.routing.latest(&self.listener.routing);
@@ -279,22 +281,22 @@ impl Proxy {
                     "404 Not Found: no route for this host and path.\n",
                 );
             };
-            let upstream = routing.upstreams[m.pool].clone();
-            let route_http = routing.routes[m.route].http.clone();
             let settings = view.pools[m.pool]
                 .settings
-                .latest(&upstream.settings)
+                .latest(&routing.upstreams[m.pool].settings)
                 .0
                 .clone();
-            (m.pool, upstream, route_http, settings)
+            (routing, m, settings)
         };
+        let (pool, upstream) = (m.pool, &*routing.upstreams[m.pool]);
+        let route_http = &*routing.routes[m.route].http;
         route_http.requests.fetch_add(1, Relaxed);
         upstream.http.requests.fetch_add(1, Relaxed);
         if let Some(e) = entry.as_mut() {
             e.pool = Some(upstream.name.clone());
         }
         let response = self
-            .forward(req, peer, host, pool, &upstream, &settings, busy, entry)
+            .forward(req, peer, host, pool, upstream, &settings, busy, entry)
             .await;
         let status = response.status().as_u16();
         route_http.count_status(status);
@@ -394,7 +396,8 @@ impl Proxy {
             has_body,
         };
         let mut tried: Vec<Arc<Backend>> = Vec::new();
-        let mut first: Option<Arc<Backend>> = None;
+        // The first server tried, to count a redispatch (compared by address only).
+        let mut first: Option<*const Backend> = None;
         let mut last = Failure::Connect;
         for attempt in 0..=settings.retries {
             let slot = self
@@ -410,12 +413,12 @@ impl Proxy {
                     );
                 }
             };
-            let server = guard.backend().clone();
+            let server = guard.backend();
             if attempt > 0 {
                 server.retries.fetch_add(1, Relaxed);
                 upstream.retries.fetch_add(1, Relaxed);
             }
-            first.get_or_insert_with(|| server.clone());
+            let first = *first.get_or_insert(Arc::as_ptr(server));
             let may_try_again = |f: Failure, out: &Outgoing| {
                 attempt < settings.retries
                     && retry::may_retry(
@@ -433,14 +436,14 @@ impl Proxy {
                 && (retry::is_idempotent(&out.method) || settings.retry_non_idempotent)
                 && attempt < settings.retries;
             let tried_once = self
-                .try_server(&server, &mut out, settings, upgrade, keep)
+                .try_server(server, &mut out, settings, upgrade, keep)
                 .await;
             match tried_once {
                 Tried::Answered(mut resp, sender, latency_us) => {
                     let status = resp.status();
                     server.http.count_status(status.as_u16());
                     if status.is_server_error() {
-                        upstream.request_failed(&server, settings);
+                        upstream.request_failed(server, settings);
                     } else {
                         server.request_succeeded();
                     }
@@ -450,7 +453,7 @@ impl Proxy {
                         && may_try_again(Failure::Status(status), &out)
                     {
                         last = Failure::Status(status);
-                        tried.push(server);
+                        tried.push(server.clone());
                         continue;
                     }
                     upstream.http.latency.record(latency_us, now);
@@ -458,7 +461,7 @@ impl Proxy {
                         e.server = Some(server.name.clone());
                         e.upstream_us = Some(latency_us);
                     }
-                    if first.as_ref().is_some_and(|f| !Arc::ptr_eq(f, &server)) {
+                    if !std::ptr::eq(first, Arc::as_ptr(server)) {
                         upstream.redispatches.fetch_add(1, Relaxed);
                     }
                     let switching = status == StatusCode::SWITCHING_PROTOCOLS && upgrade;
@@ -491,10 +494,10 @@ impl Proxy {
                     );
                 }
                 Tried::Failed(f) => {
-                    upstream.request_failed(&server, settings);
+                    upstream.request_failed(server, settings);
                     last = f;
                     let again = may_try_again(f, &out);
-                    tried.push(server);
+                    tried.push(server.clone());
                     if !again {
                         break;
                     }
