@@ -691,15 +691,25 @@ pub fn status_line(s: &Snapshot) -> String {
         let up = pool
             .servers
             .iter()
-            .filter(|x| x.health.is_up() && x.admin == crate::balance::backend::AdminState::Ready)
+            .filter(|x| {
+                x.health.is_up()
+                    && x.ejected_for_ms.is_none()
+                    && x.admin == crate::balance::backend::AdminState::Ready
+            })
+            .count();
+        let ejected = pool
+            .servers
+            .iter()
+            .filter(|x| x.ejected_for_ms.is_some())
             .count();
         let [_, ok, redirect, client, server] = pool.http.responses;
         parts.push(format!(
-            "l7 {} servers={}/{} active={} requests={} 2xx={ok} 3xx={redirect} 4xx={client} 5xx={server} retries={}",
+            "l7 {} servers={}/{} ejected={ejected} active={} queued={} requests={} 2xx={ok} 3xx={redirect} 4xx={client} 5xx={server} retries={}",
             pool.name,
             up,
             pool.servers.len(),
             pool.active,
+            pool.queued,
             pool.http.requests,
             pool.retries
         ));
