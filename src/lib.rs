@@ -13,6 +13,7 @@
 //! every face (headless, console, API) uses, `logging` keeps the record, and `bench` measures
 //! servers (ours or the real memcached) from the outside.
 
+pub mod admin;
 pub mod balance;
 pub mod bench;
 pub mod cache;

@@ -13,6 +13,8 @@ use opsconsole::control::Control;
 use opsconsole::logging::{LogRing, Sink};
 use opsconsole::node::{Node, status_line};
 use opsconsole::tui::{self, theme::Theme};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -109,6 +111,14 @@ async fn run(config: Config, face: Face, ring: Option<LogRing>, args: RunArgs) -
         Ok(n) => Arc::new(n),
         Err(e) => return fatal(&face, e.to_string()),
     };
+    let admin = CancellationToken::new();
+    let admin_tasks = TaskTracker::new();
+    if let Some(a) = &config.admin {
+        if let Err(e) = start_admin(a, node.clone(), &admin, &admin_tasks).await {
+            node.shutdown(Duration::ZERO).await;
+            return fatal(&face, e);
+        }
+    }
     tracing::info!(
         "opsconsole {} started (pid {})",
         env!("CARGO_PKG_VERSION"),
@@ -135,12 +145,41 @@ async fn run(config: Config, face: Face, ring: Option<LogRing>, args: RunArgs) -
     };
     let grace = Duration::from_secs(config.node.shutdown_grace_secs);
     tracing::info!("{why}: shutting down (grace {}s)", grace.as_secs());
+    admin.cancel();
+    admin_tasks.close();
+    let _ = tokio::time::timeout(grace, admin_tasks.wait()).await;
     if node.shutdown(grace).await {
         tracing::info!("shutdown complete");
     } else {
         tracing::warn!("grace period over with connections still open; exiting anyway");
     }
     ExitCode::SUCCESS
+}
+
+/// Binds the admin API and starts serving it.
+async fn start_admin(
+    cfg: &opsconsole::config::admin::AdminConfig,
+    node: Arc<Node>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), String> {
+    let token = cfg.load_token()?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| format!("admin API: cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("admin API: {e}"))?;
+    tracing::info!(
+        "admin API listening on {addr} ({})",
+        if token.is_some() {
+            "token required"
+        } else {
+            "no token: loopback only"
+        }
+    );
+    opsconsole::admin::serve(listener, node, token, cancel.clone(), tracker);
+    Ok(())
 }
 
 /// Runs until a signal, logging a status line now and then.

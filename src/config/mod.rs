@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{Role, RunArgs, parse_size};
 
+pub mod admin;
 pub mod balance;
 pub mod l7;
 
@@ -37,6 +38,9 @@ pub struct Config {
     /// The demo's traffic generator (present in `configs/demo.toml`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<DemoConfig>,
+    /// The admin API (snapshot, commands, metrics); off without this section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<admin::AdminConfig>,
 }
 
 /// The terminal console.
@@ -714,6 +718,9 @@ impl Config {
         }
         if let Some(d) = &self.demo {
             self.validate_demo_links(d)?;
+        }
+        if let Some(a) = &self.admin {
+            admin::validate_admin(a).map_err(ValidationError::from)?;
         }
         for (role, c) in &caches {
             let s = role.name();

@@ -295,10 +295,27 @@ impl HttpConn {
         path: &str,
         body: &[u8],
     ) -> io::Result<Reply> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        self.send_with(method, host, path, &[], body)
+    }
+
+    /// Sends a request with `extra` header lines and a body (Content-Length framing).
+    pub fn send_with(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        extra: &[&str],
+        body: &[u8],
+    ) -> io::Result<Reply> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
             body.len()
         );
+        for line in extra {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
         self.stream().write_all(head.as_bytes())?;
         self.stream().write_all(body)?;
         self.reply(false)

@@ -1,0 +1,184 @@
+//! The admin API of a real headless `opsconsole` process: tokens, the snapshot, commands and
+//! readiness, over plain HTTP/1.1 on loopback.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::http::{HttpConn, HttpServer, Reply, get};
+use support::{Process, scratch};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Admin {
+    _process: Process,
+    addr: SocketAddr,
+}
+
+impl Admin {
+    /// A headless L7 node over `backend`, with the admin API on a free port.
+    fn start(name: &str, backend: &HttpServer) -> Admin {
+        Admin::with_pool(name, backend, "")
+    }
+
+    /// The same, with `pool` (TOML lines) added to the pool's section.
+    fn with_pool(name: &str, backend: &HttpServer, pool: &str) -> Admin {
+        let dir = scratch(name);
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[log]
+dir = "{}"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+[l7]
+threads = 1
+[l7.listeners.main]
+listen = "127.0.0.1:0"
+routes = [{{ path = "/", pool = "web" }}]
+[l7.pools.web]
+servers = [{{ name = "a", address = "{}" }}]
+{pool}
+"#,
+                dir.display(),
+                backend.addr
+            ),
+        )
+        .expect("write config");
+        let process = Process::spawn(&[
+            "--role".as_ref(),
+            "l7".as_ref(),
+            "--headless".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        let line = process.wait_for("admin API listening on");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("the admin address in the log line");
+        Admin {
+            _process: process,
+            addr,
+        }
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let extra: Vec<&str> = auth.iter().map(String::as_str).collect();
+        get(self.addr, "admin", path, &extra).expect("a reply")
+    }
+
+    fn post(&self, path: &str, token: Option<&str>, body: &str) -> Reply {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut extra: Vec<&str> = auth.iter().map(String::as_str).collect();
+        extra.push("Content-Type: application/json");
+        HttpConn::open(self.addr)
+            .expect("connect")
+            .send_with("POST", "admin", path, &extra, body.as_bytes())
+            .expect("a reply")
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let r = self.get("/api/v1/snapshot", Some(TOKEN));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        serde_json::from_slice(&r.body).expect("the snapshot is JSON")
+    }
+
+    fn admin_state(&self) -> String {
+        self.snapshot()["l7"]["pools"][0]["servers"][0]["admin"]
+            .as_str()
+            .expect("admin state")
+            .to_string()
+    }
+}
+
+#[test]
+fn only_healthz_goes_without_the_token_and_a_bad_token_changes_nothing() {
+    let backend = HttpServer::start("a");
+    let admin = Admin::start("admin-tokens", &backend);
+    assert_eq!(admin.get("/healthz", None).status, 200);
+    for path in ["/api/v1/snapshot", "/readyz", "/nowhere"] {
+        let r = admin.get(path, None);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer"))
+        );
+        assert_eq!(
+            admin.get(path, Some("test-token-0123456780")).status,
+            401,
+            "{path}"
+        );
+    }
+    let drain = r#"{"action":"set_server_state","pool":"web","server":"a","state":"drain"}"#;
+    assert_eq!(admin.post("/api/v1/commands", None, drain).status, 401);
+    assert_eq!(
+        admin.post("/api/v1/commands", Some("wrong"), drain).status,
+        401
+    );
+    assert_eq!(admin.admin_state(), "ready", "refused commands did nothing");
+}
+
+#[test]
+fn commands_act_on_the_node_and_bad_ones_get_a_clear_4xx() {
+    let backend = HttpServer::start("a");
+    let admin = Admin::start("admin-commands", &backend);
+    let snap = admin.snapshot();
+    assert_eq!(snap["l7"]["pools"][0]["name"], "web");
+    assert!(snap["pid"].as_u64().is_some_and(|p| p > 0));
+    let drain = r#"{"action":"set_server_state","pool":"web","server":"a","state":"drain"}"#;
+    let r = admin.post("/api/v1/commands", Some(TOKEN), drain);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reply: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert!(
+        reply["output"].as_str().is_some_and(|o| !o.is_empty()),
+        "{reply}"
+    );
+    assert_eq!(admin.admin_state(), "drain");
+    let weight = r#"{"action":"set_weight","pool":"web","server":"a","change":{"set":7}}"#;
+    assert_eq!(
+        admin.post("/api/v1/commands", Some(TOKEN), weight).status,
+        200
+    );
+    assert_eq!(
+        admin.snapshot()["l7"]["pools"][0]["servers"][0]["weight"],
+        7
+    );
+
+    let r = admin.post("/api/v1/commands", Some(TOKEN), "{not json");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not a command"), "{}", r.text());
+    let nowhere = r#"{"action":"set_server_state","pool":"nope","server":"a","state":"drain"}"#;
+    let r = admin.post("/api/v1/commands", Some(TOKEN), nowhere);
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("nope"), "{}", r.text());
+    assert_eq!(admin.get("/api/v1/commands", Some(TOKEN)).status, 405);
+    assert_eq!(admin.get("/api/v2/anything", Some(TOKEN)).status, 404);
+}
+
+#[test]
+fn readyz_says_why_a_node_is_not_ready() {
+    let mut backend = HttpServer::start("a");
+    let check =
+        "check = { type = \"tcp\", interval_ms = 100, timeout_ms = 100, rise = 1, fall = 1 }";
+    let admin = Admin::with_pool("admin-ready", &backend, check);
+    let r = admin.get("/readyz", Some(TOKEN));
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+    backend.kill();
+    support::wait_until("not ready", || {
+        admin.get("/readyz", Some(TOKEN)).status == 503
+    });
+    let r = admin.get("/readyz", Some(TOKEN));
+    assert_eq!(r.text(), "not ready: l7 pool web has no server up\n");
+    backend.restart();
+    support::wait_until("ready again", || {
+        admin.get("/readyz", Some(TOKEN)).status == 200
+    });
+}
