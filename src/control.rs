@@ -99,6 +99,12 @@ pub struct HttpStats {
     pub p50_us: Option<u64>,
     pub p90_us: Option<u64>,
     pub p99_us: Option<u64>,
+    /// Every upstream response time since start, per bucket of
+    /// `balance::http_stats::HISTOGRAM_BOUNDS_US` (one more for the rest); servers only.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+    #[serde(default)]
+    pub latency_sum_us: u64,
 }
 
 /// One of the demo's HTTP app servers.

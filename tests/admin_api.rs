@@ -13,6 +13,17 @@ const TOKEN: &str = "test-token-0123456789";
 struct Admin {
     _process: Process,
     addr: SocketAddr,
+    /// The balancer's listener.
+    proxy: SocketAddr,
+}
+
+/// The address after `marker` in a log line.
+fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    line.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address after {marker:?} in {line}"))
 }
 
 impl Admin {
@@ -55,16 +66,13 @@ servers = [{{ name = "a", address = "{}" }}]
             "--config".as_ref(),
             config.as_os_str(),
         ]);
-        let line = process.wait_for("admin API listening on");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .expect("the admin address in the log line");
+        // The balancer logs its listener before the admin API starts.
+        let proxy = addr_after(&process.wait_for("l7 listener main on "), " on ");
+        let addr = addr_after(&process.wait_for("admin API listening on"), "listening on ");
         Admin {
             _process: process,
             addr,
+            proxy,
         }
     }
 
@@ -181,4 +189,106 @@ fn readyz_says_why_a_node_is_not_ready() {
     support::wait_until("ready again", || {
         admin.get("/readyz", Some(TOKEN)).status == 200
     });
+}
+
+/// `/metrics` parsed by Python's `prometheus_client` (skipped or failed, per
+/// `OPSCONSOLE_REQUIRE_PEERS`, when it is not installed).
+fn parse_metrics(text: &[u8]) -> Option<serde_json::Value> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    support::require_program("python3")?;
+    let importable = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !importable {
+        assert!(
+            !support::peers_required(),
+            "python3 cannot import prometheus_client and OPSCONSOLE_REQUIRE_PEERS=1"
+        );
+        eprintln!(
+            "SKIPPED: python3 cannot import prometheus_client (pip install prometheus_client)"
+        );
+        return None;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/metrics_check.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text)
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "the exposition did not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("parser JSON"))
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_agree_with_the_snapshot() {
+    let backend = HttpServer::start("a");
+    let admin = Admin::start("admin-metrics", &backend);
+    let proxy = admin.proxy;
+    for _ in 0..7 {
+        assert_eq!(get(proxy, "t", "/", &[]).expect("reply").status, 200);
+    }
+    let r = admin.get("/metrics", None);
+    assert_eq!(r.status, 401, "metrics need the token too");
+    let r = admin.get("/metrics", Some(TOKEN));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    let Some(parsed) = parse_metrics(&r.body) else {
+        return;
+    };
+    let snap = admin.snapshot();
+    let sample = |key: &str| {
+        parsed["samples"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no sample {key} in {}", r.text()))
+    };
+    let pool = &snap["l7"]["pools"][0];
+    let server = &pool["servers"][0];
+    assert_eq!(pool["http"]["requests"], 7);
+    assert_eq!(
+        sample("opsconsole_l7_pool_requests_total{pool=web,role=l7}"),
+        7.0
+    );
+    assert_eq!(
+        sample("opsconsole_balancer_server_connections_total{pool=web,role=l7,server=a}"),
+        server["total_conns"].as_f64().expect("total")
+    );
+    assert_eq!(
+        sample("opsconsole_l7_server_responses_total{code=2xx,pool=web,role=l7,server=a}"),
+        7.0
+    );
+    assert_eq!(
+        sample("opsconsole_l7_server_response_seconds_count{pool=web,role=l7,server=a}"),
+        7.0
+    );
+    assert_eq!(
+        sample("opsconsole_l7_server_response_seconds_bucket{le=+Inf,pool=web,role=l7,server=a}"),
+        7.0
+    );
+    assert_eq!(
+        sample("opsconsole_balancer_server_up{pool=web,role=l7,server=a}"),
+        1.0
+    );
+    assert!(parsed["families"].as_u64().is_some_and(|n| n > 10));
 }

@@ -6,7 +6,9 @@
 //! - `GET /readyz`: 200 when the node should get traffic, else 503 with the reasons.
 //! - `GET /api/v1/snapshot`: the `Snapshot` as JSON.
 //! - `POST /api/v1/commands`: a JSON `Command`; `{"output": ...}` or `{"error": ...}`.
+//! - `GET /metrics`: Prometheus's text format.
 
+pub mod metrics;
 pub mod readiness;
 
 use std::convert::Infallible;
@@ -147,7 +149,7 @@ impl Api {
             return r;
         }
         let allowed = match path.as_str() {
-            "/readyz" | "/api/v1/snapshot" => Method::GET,
+            "/readyz" | "/api/v1/snapshot" | "/metrics" => Method::GET,
             "/api/v1/commands" => Method::POST,
             _ => return error(StatusCode::NOT_FOUND, "no such endpoint"),
         };
@@ -166,6 +168,7 @@ impl Api {
         match path.as_str() {
             "/readyz" => self.readyz().await,
             "/api/v1/snapshot" => self.snapshot().await,
+            "/metrics" => self.metrics().await,
             _ => self.command(req, peer).await,
         }
     }
@@ -187,6 +190,20 @@ impl Api {
         match body {
             Some(Ok(body)) => json(StatusCode::OK, body),
             Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed"),
+        }
+    }
+
+    async fn metrics(&self) -> Response<Full<Bytes>> {
+        match self.on_node(|n| metrics::render(&n.snapshot())).await {
+            Some(body) => {
+                let mut r = text(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed"),
         }
     }

@@ -130,6 +130,35 @@ impl LatencyWindow {
     }
 }
 
+/// Upper bounds (µs) of the lifetime latency histogram's buckets, Prometheus-style; one more
+/// bucket above the last takes the rest.
+pub const HISTOGRAM_BOUNDS_US: [u64; 12] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
+
+/// Every response time since start, in `HISTOGRAM_BOUNDS_US` buckets (for `/metrics`, which
+/// wants counts that only grow; the window above is for percentiles of now).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    counts: [AtomicU64; HISTOGRAM_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, us: u64) {
+        let i = HISTOGRAM_BOUNDS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Per bucket (not cumulative), and the sum in µs.
+    pub fn read(&self) -> (Vec<u64>, u64) {
+        let counts = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        (counts, self.sum_us.load(Relaxed))
+    }
+}
+
 /// What an HTTP proxy counts for one server, route or pool.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
@@ -139,6 +168,8 @@ pub struct HttpCounters {
     /// Requests sent that got no usable response: reset, timeout, malformed.
     pub response_errors: AtomicU64,
     pub latency: LatencyWindow,
+    /// Kept for servers only (a pool's is the sum of its servers').
+    pub histogram: LatencyHistogram,
 }
 
 impl HttpCounters {
@@ -155,6 +186,7 @@ impl HttpCounters {
     /// server's window, or a sum of several).
     pub fn stats(&self, buckets: &[u64]) -> HttpStats {
         let p = percentiles(buckets);
+        let (latency_buckets, latency_sum_us) = self.histogram.read();
         HttpStats {
             requests: self.requests.load(Relaxed),
             responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
@@ -162,6 +194,8 @@ impl HttpCounters {
             p50_us: p.map(|p| p[0]),
             p90_us: p.map(|p| p[1]),
             p99_us: p.map(|p| p[2]),
+            latency_buckets,
+            latency_sum_us,
         }
     }
 

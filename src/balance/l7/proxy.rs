@@ -449,6 +449,7 @@ impl Proxy {
                     }
                     let now = now_ms();
                     server.http.latency.record(latency_us, now);
+                    server.http.histogram.record(latency_us);
                     if retry::is_retryable_status(status)
                         && may_try_again(Failure::Status(status), &out)
                     {
