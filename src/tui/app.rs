@@ -1165,6 +1165,7 @@ fn command_title(c: &Command) -> String {
                 if *running { "revive" } else { "kill" }
             )
         }
+        Command::SetAppBehaviour { name, .. } => format!("demo app server {name}"),
         Command::PauseTraffic { paused } => if *paused {
             "pause traffic"
         } else {
