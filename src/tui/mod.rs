@@ -6,6 +6,8 @@
 pub mod app;
 pub mod exchange;
 pub mod keys;
+pub mod l7;
+pub mod servers;
 pub mod tester;
 pub mod theme;
 pub mod trend;

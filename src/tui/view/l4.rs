@@ -53,7 +53,7 @@ pub fn state_text(s: &ServerSnapshot) -> String {
     t
 }
 
-fn check_text(s: &ServerSnapshot) -> String {
+pub(super) fn check_text(s: &ServerSnapshot) -> String {
     if s.admin == AdminState::Maint && s.checked {
         return "off (maint)".into();
     }
@@ -66,7 +66,7 @@ fn check_text(s: &ServerSnapshot) -> String {
 }
 
 /// The check's code alone (`L7OK 200`, `L4CON`), for a narrow column.
-fn check_code(s: &ServerSnapshot) -> String {
+pub(super) fn check_code(s: &ServerSnapshot) -> String {
     let full = check_text(s);
     let mut words = full.split(' ');
     let first = words.next().unwrap_or_default();
@@ -477,7 +477,7 @@ fn render_detail(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     });
 }
 
-fn sparkline(
+pub(super) fn sparkline(
     f: &mut Frame,
     theme: &Theme,
     area: Rect,
