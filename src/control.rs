@@ -115,6 +115,15 @@ pub struct AppServerSnapshot {
     /// False after a kill, until it is revived.
     pub running: bool,
     pub requests: u64,
+    /// Added before each answer (not to `/health`).
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of answers that are errors on purpose, half `500`, half `503` (not `/health`).
+    #[serde(default)]
+    pub error_percent: u8,
+    /// Errors answered on purpose so far.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// A balanced service (an L4 virtual service) and its servers: what `ipvsadm -L --stats`
@@ -306,6 +315,16 @@ pub enum Command {
     PauseTraffic { paused: bool },
     /// Kill (close its port, drop its connections) or revive one of the demo's app servers.
     SetAppServer { name: String, running: bool },
+    /// Make one of the demo's app servers slow or failing: a latency added to every answer
+    /// and a share of answers that are `500`/`503`. `/health` is never slowed or failed, so
+    /// checks keep passing and what the balancer does about it shows. Absent: unchanged.
+    SetAppBehaviour {
+        name: String,
+        #[serde(default)]
+        latency_ms: Option<u64>,
+        #[serde(default)]
+        error_percent: Option<u8>,
+    },
     /// Set a balanced server's admin state: ready, drain or maint.
     SetServerState {
         pool: String,

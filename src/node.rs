@@ -367,6 +367,13 @@ impl Node {
         }
     }
 
+    fn app(&self, name: &str) -> Result<&Arc<AppServer>, String> {
+        self.apps
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| format!("no demo app server '{name}' runs here"))
+    }
+
     fn slot(&self, role: &str) -> Result<&Arc<CacheSlot>, String> {
         self.caches
             .iter()
@@ -614,17 +621,18 @@ impl Control for Node {
                 }
             }
             Command::SetAppServer { name, running } => {
-                let app = self
-                    .apps
-                    .iter()
-                    .find(|a| a.name == name)
-                    .ok_or_else(|| format!("no demo app server '{name}' runs here"))?;
+                let app = self.app(&name)?;
                 if running {
                     app.revive(&self.cancel, &self.tracker, &self.runtime)?
                 } else {
                     app.kill()?
                 }
             }
+            Command::SetAppBehaviour {
+                name,
+                latency_ms,
+                error_percent,
+            } => self.app(&name)?.set_behaviour(latency_ms, error_percent)?,
             Command::SetServerState {
                 pool,
                 server,

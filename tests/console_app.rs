@@ -11,8 +11,9 @@ use opsconsole::tui::app::{
     Action, App, Effect, Field, Mode, ServerSort, SortKey, TesterOutcome, View,
 };
 use opsconsole::tui::keys;
+use opsconsole::tui::l7::L7Sort;
 use opsconsole::tui::tester::{Said, Target, TargetChoice};
-use support::fixtures::{T0, app_with, balancer, copying, failed_over, streaming};
+use support::fixtures::{T0, app_with, balancer, copying, failed_over, l7_balancer, streaming};
 
 fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
     press(app, KeyEvent::new(code, KeyModifiers::NONE))
@@ -773,4 +774,316 @@ fn read_only_disables_the_server_keys() {
                 .contains("read-only")
         );
     }
+}
+
+// The L7 view, over the demo's chain: front routes `/` to pages and `/api/` to api.
+
+fn l7_view() -> App {
+    let mut app = app_with(l7_balancer());
+    assert_eq!(app.views(), [View::Overview, View::L4, View::L7, View::Log]);
+    ch(&mut app, '3');
+    assert_eq!(app.view, View::L7);
+    app
+}
+
+fn l7_selected(app: &App) -> String {
+    let r = app.l7.selected.as_ref().expect("an L7 server is selected");
+    format!("{}/{}", r.service, r.server)
+}
+
+fn l7_rows(app: &App) -> Vec<String> {
+    app.visible_l7()
+        .pools
+        .iter()
+        .flat_map(|(pool, servers)| {
+            servers
+                .iter()
+                .map(move |s| format!("{}/{}", pool.name, s.name))
+        })
+        .collect()
+}
+
+#[test]
+fn an_l7_only_node_has_the_l7_view_and_no_replication_view() {
+    let mut snap = l7_balancer();
+    snap.l4 = None;
+    snap.apps.clear();
+    let app = app_with(snap);
+    assert_eq!(app.views(), [View::Overview, View::L7, View::Log]);
+    let mut app = app;
+    ch(&mut app, '2');
+    assert_eq!(app.view, View::L7);
+    let hints = keys::footer_hints(&app);
+    let first: Vec<&str> = hints.iter().take(4).map(|(_, h, _)| *h).collect();
+    assert_eq!(
+        first,
+        ["drain", "maint", "ready", "weight±"],
+        "view keys lead"
+    );
+    assert!(
+        !hints
+            .iter()
+            .any(|(_, h, _)| ["kill/revive", "latency", "errors"].contains(h)),
+        "no demo key without the demo's app servers: {hints:?}"
+    );
+}
+
+#[test]
+fn j_k_walk_the_servers_of_every_l7_pool() {
+    let mut app = l7_view();
+    let mut seen = vec![l7_selected(&app)];
+    for _ in 0..6 {
+        ch(&mut app, 'j');
+        seen.push(l7_selected(&app));
+    }
+    assert_eq!(
+        seen,
+        [
+            "api/app1",
+            "api/app2",
+            "api/app3",
+            "pages/app1",
+            "pages/app2",
+            "pages/app3",
+            "pages/app3"
+        ]
+    );
+    key(&mut app, KeyCode::Up);
+    assert_eq!(l7_selected(&app), "pages/app2");
+    assert_eq!(
+        selected(&app),
+        "web/l7",
+        "the L4 selection is the L4 view's own"
+    );
+}
+
+#[test]
+fn server_keys_in_the_l7_view_name_the_l7_pool() {
+    let mut app = l7_view();
+    ch(&mut app, 'j');
+    assert_eq!(
+        command(ch(&mut app, 'd')),
+        Command::SetServerState {
+            pool: "api".into(),
+            server: "app2".into(),
+            state: AdminState::Drain
+        }
+    );
+    assert_eq!(
+        command(ch(&mut app, 'r')),
+        Command::SetServerState {
+            pool: "api".into(),
+            server: "app2".into(),
+            state: AdminState::Ready
+        }
+    );
+    for (c, change) in [
+        ('+', WeightChange::Add(1)),
+        ('-', WeightChange::Add(-1)),
+        ('>', WeightChange::Add(10)),
+        ('<', WeightChange::Add(-10)),
+        ('w', WeightChange::Restore),
+    ] {
+        assert_eq!(
+            command(ch(&mut app, c)),
+            Command::SetWeight {
+                pool: "api".into(),
+                server: "app2".into(),
+                change
+            },
+            "key {c}"
+        );
+    }
+    assert_eq!(ch(&mut app, 'm'), None);
+    let Mode::Confirm(p) = &app.mode else {
+        panic!("m must ask first, mode is {:?}", app.mode);
+    };
+    assert!(p.question.contains("api/app2"), "{}", p.question);
+    assert!(
+        p.question.contains("2 requests in flight are answered")
+            && p.question.contains("clients with its cookie"),
+        "{}",
+        p.question
+    );
+    assert_eq!(
+        command(ch(&mut app, 'y')),
+        Command::SetServerState {
+            pool: "api".into(),
+            server: "app2".into(),
+            state: AdminState::Maint
+        }
+    );
+}
+
+#[test]
+fn s_sorts_the_l7_servers_and_leaves_the_l4_order() {
+    let mut app = l7_view();
+    assert_eq!(app.l7.sort, L7Sort::Name);
+    ch(&mut app, 's');
+    assert_eq!(app.l7.sort, L7Sort::Active);
+    assert_eq!(app.l4_sort, ServerSort::Name, "the L4 order is its own");
+    assert_eq!(
+        l7_rows(&app)[0],
+        "api/app2",
+        "the busiest first: {:?}",
+        l7_rows(&app)
+    );
+    while app.l7.sort != L7Sort::Errors {
+        ch(&mut app, 's');
+    }
+    assert_eq!(
+        l7_rows(&app),
+        [
+            "api/app2",
+            "api/app1",
+            "api/app3",
+            "pages/app2",
+            "pages/app1",
+            "pages/app3"
+        ],
+        "failing servers first"
+    );
+    while app.l7.sort != L7Sort::State {
+        ch(&mut app, 's');
+    }
+    assert_eq!(
+        l7_rows(&app)[0],
+        "api/app3",
+        "the drained one before the UP ones"
+    );
+    ch(&mut app, 's');
+    assert_eq!(app.l7.sort, L7Sort::Name);
+    assert!(app.flash.clone().expect("flash").text.contains("name"));
+}
+
+#[test]
+fn the_filter_narrows_l7_pools_servers_and_routes() {
+    let mut app = l7_view();
+    type_line_filter(&mut app, "drain");
+    assert_eq!(l7_rows(&app), ["api/app3"]);
+    assert!(app.visible_l7().listeners.is_empty());
+    ch(&mut app, 'j');
+    assert_eq!(
+        l7_selected(&app),
+        "api/app3",
+        "the hidden selection gives way"
+    );
+    type_line_filter(&mut app, "pages");
+    assert_eq!(l7_rows(&app).len(), 3, "a pool's name shows all of it");
+    let routes = &app.visible_l7().listeners[0].1;
+    assert_eq!(routes.len(), 1, "and the route to it");
+    assert_eq!(routes[0].path, "/");
+}
+
+#[test]
+fn l7_request_rates_and_history_come_from_the_snapshots() {
+    let app = l7_view();
+    let app1 = app.l7.server_trend("api", "app1").expect("api/app1 trend");
+    assert!(app1.rates.requests > 0.0, "{:?}", app1.rates);
+    assert!(app1.requests.len() >= 50, "a minute of history");
+    assert_eq!(app1.p99_us.back(), Some(&2_000));
+    let api = app.l7.pool_trend("api").expect("api trend");
+    assert!(api.rates.requests > app1.rates.requests);
+    let drained = app.l7.server_trend("api", "app3").expect("api/app3 trend");
+    assert_eq!(drained.rates.requests, 0.0, "a drained server gets nothing");
+}
+
+#[test]
+fn l_and_e_step_the_selected_app_servers_latency_and_error_rate() {
+    let mut app = l7_view();
+    ch(&mut app, 'j'); // api/app2: 200 ms, 25% errors
+    let behaviour = |latency_ms, error_percent| Command::SetAppBehaviour {
+        name: "app2".into(),
+        latency_ms,
+        error_percent,
+    };
+    assert_eq!(command(ch(&mut app, 'l')), behaviour(Some(1000), None));
+    assert_eq!(
+        ch(&mut app, 'l'),
+        None,
+        "already at the top step: nothing to send"
+    );
+    assert!(app.flash.clone().expect("flash").error);
+    assert_eq!(command(ch(&mut app, 'L')), behaviour(Some(200), None));
+    assert_eq!(
+        command(ch(&mut app, 'L')),
+        behaviour(Some(50), None),
+        "a second press steps on from the first, before any refresh"
+    );
+    // A snapshot taken before the commands ran must not undo them on screen.
+    let mut stale = l7_balancer();
+    stale.at_ms = T0 + 1_000;
+    app.update(Action::Refresh(Box::new(stale.clone()), Vec::new()));
+    assert_eq!(command(ch(&mut app, 'L')), behaviour(Some(10), None));
+    assert_eq!(command(ch(&mut app, 'e')), behaviour(None, Some(50)));
+    assert_eq!(command(ch(&mut app, 'E')), behaviour(None, Some(25)));
+    assert_eq!(command(ch(&mut app, 'E')), behaviour(None, Some(5)));
+    let app2 = app.selected_app_server().expect("app2").clone();
+    assert_eq!((app2.latency_ms, app2.error_percent), (10, 5));
+    // Once a snapshot has the change (or it is long overdue), the snapshot is the truth.
+    stale.at_ms = T0 + 10_000;
+    app.update(Action::Refresh(Box::new(stale), Vec::new()));
+    let app2 = app.selected_app_server().expect("app2");
+    assert_eq!((app2.latency_ms, app2.error_percent), (200, 25));
+}
+
+#[test]
+fn app_keys_on_a_server_that_is_no_demo_app_say_so() {
+    let mut app = l7_view();
+    ch(&mut app, '2'); // the L4 view: web/l7 is the L7 listener, not an app server
+    assert_eq!(app.view, View::L4);
+    assert_eq!(selected(&app), "web/l7");
+    for c in ['l', 'e', 'x'] {
+        assert_eq!(ch(&mut app, c), None);
+        let flash = app.flash.clone().expect("says why");
+        assert!(
+            flash.error && flash.text.contains("not one of the demo's app servers"),
+            "{c}: {}",
+            flash.text
+        );
+    }
+}
+
+#[test]
+fn x_in_the_l7_view_kills_the_app_server_behind_the_selected_server() {
+    let mut app = l7_view();
+    for _ in 0..4 {
+        ch(&mut app, 'j');
+    }
+    assert_eq!(l7_selected(&app), "pages/app2");
+    assert_eq!(ch(&mut app, 'x'), None);
+    let Mode::Confirm(p) = &app.mode else {
+        panic!("x must ask first, mode is {:?}", app.mode);
+    };
+    assert!(p.question.contains("pages/app2 go DOWN"), "{}", p.question);
+    assert_eq!(
+        command(ch(&mut app, 'y')),
+        Command::SetAppServer {
+            name: "app2".into(),
+            running: false
+        }
+    );
+}
+
+#[test]
+fn read_only_disables_the_l7_server_and_app_keys() {
+    let mut app = App::new(true, 1000);
+    app.update(Action::Refresh(Box::new(l7_balancer()), Vec::new()));
+    ch(&mut app, '3');
+    assert_eq!(app.view, View::L7);
+    for c in [
+        'd', 'm', 'r', '+', '-', '>', '<', 'w', 'x', 'l', 'L', 'e', 'E',
+    ] {
+        assert_eq!(ch(&mut app, c), None, "{c} must do nothing");
+        assert_eq!(app.mode, Mode::Browse);
+        assert!(
+            app.flash
+                .clone()
+                .expect("says why")
+                .text
+                .contains("read-only")
+        );
+    }
+    ch(&mut app, 's');
+    assert_eq!(app.l7.sort, L7Sort::Active, "sorting only watches");
 }

@@ -1,7 +1,8 @@
 //! The console end to end, as an operator sees it: `opsconsole --role demo` in a detached
 //! tmux session (a private tmux server), driven with send-keys and read with capture-pane.
 //! Kill the master from the slave's view, watch the slave take over, revive the master and
-//! watch the marugoto gauge run, use the key tester, quit, and find the terminal clean.
+//! watch the marugoto gauge run, use the key tester, quit, and find the terminal clean. And
+//! the built-in demo's chain in the L7 view: live traffic, an app server made to fail.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{free_port, require_program};
+use support::{demo_on_free_ports, free_port, require_program};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -167,11 +168,16 @@ copy_bytes_per_sec = "1m"
 /// Starts the demo console in its own tmux server; the shell prints `EXITED <status>` when
 /// the console ends, and stays, so the screen it leaves behind can be read.
 fn start_demo(name: &str) -> Option<(Tmux, PathBuf, PathBuf)> {
+    start_demo_with(name, demo_config)
+}
+
+/// The same with the config `write` puts in the test's directory.
+fn start_demo_with(name: &str, write: fn(&Path) -> PathBuf) -> Option<(Tmux, PathBuf, PathBuf)> {
     require_program("tmux")?;
     let dir = std::env::temp_dir().join(format!("opsconsole-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = demo_config(&dir);
+    let config = write(&dir);
     let command = format!(
         "{} --role demo --config {}; echo EXITED $?; sleep 60",
         env!("CARGO_BIN_EXE_opsconsole"),
@@ -306,6 +312,60 @@ fn demo_l4_view_shows_a_killed_app_server_go_down_and_come_back() {
     tmux.keys(&["x"]);
     tmux.wait_for("app2 back UP", |s| {
         line_with(s, &["app2", "UP", "L7OK"]) && line_with(s, &["web", "3/3 up"])
+    });
+    tmux.keys(&["q"]);
+    assert_restored(&tmux);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The built-in demo config on free ports.
+fn builtin_demo_config(dir: &Path) -> PathBuf {
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, demo_on_free_ports(&dir.join("log"))).expect("write config");
+    path
+}
+
+/// The number after `word` on the first line containing `on`.
+fn number_after(screen: &str, on: &str, word: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains(on))?;
+    let rest = line.split(word).nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn demo_l7_view_shows_the_chain_live_and_an_app_server_made_to_fail() {
+    let Some((tmux, dir, _)) = start_demo_with("tmux-l7", builtin_demo_config) else {
+        return;
+    };
+    tmux.keys(&["6"]);
+    // Requests come in through L4 and take both routes.
+    tmux.wait_for("both routes with traffic", |s| {
+        s.contains("L7 listeners and pools")
+            && line_with(s, &["front", "conns"])
+            && line_with(s, &["→ pages", "req/s"])
+            && line_with(s, &["→ api", "req/s"])
+            && !line_with(s, &["→ pages", " 0.0 req/s"])
+            && !line_with(s, &["→ api", " 0.0 req/s"])
+            && line_with(s, &["api leastconn", "3/3 up"])
+            && line_with(s, &["pages roundrobin", "3/3 up"])
+    });
+    tmux.keys(&["j"]);
+    tmux.wait_for("api/app2 selected", |s| {
+        s.contains("api/app2") && line_with(s, &["demo", "app2 +0 ms, 0% errors"])
+    });
+    // Four steps up: every answer of app2 is an error now.
+    tmux.keys(&["e", "e", "e", "e"]);
+    tmux.wait_for("app2 failing and its 5xx counted", |s| {
+        line_with(s, &["demo", "app2 +0 ms, 100% errors"])
+            && number_after(s, "answers", "5xx").is_some_and(|n| n > 0)
+    });
+    // Still UP: its /health is never failed on purpose.
+    let screen = tmux.screen();
+    assert!(line_with(&screen, &["▶ app2", "UP", "L7OK"]), "{screen}");
+    tmux.keys(&["E", "E", "E", "E", "l"]);
+    tmux.wait_for("app2 healthy again, only slower", |s| {
+        line_with(s, &["demo", "app2 +10 ms, 0% errors"])
+            && s.contains("latency 10 ms, error rate 0%")
     });
     tmux.keys(&["q"]);
     assert_restored(&tmux);

@@ -16,7 +16,7 @@ use opsconsole::tui::view;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use support::fixtures::{T0, app_with, balancer, copying, failed_over, streaming};
+use support::fixtures::{T0, app_with, balancer, copying, failed_over, l7_balancer, streaming};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
@@ -132,6 +132,36 @@ fn l4_balancer() {
 }
 
 #[test]
+fn l7_balancer_view() {
+    // api/app2 selected: the demo made it slow and failing.
+    let app = app_in(l7_balancer(), "3j");
+    golden("l7", &app);
+    let screen = text(&draw(&app, &Theme::default(), 80, 24));
+    for want in [
+        "front 127.0.0.1:11590",
+        "→ pages",
+        "→ api",
+        "api leastconn",
+        "pages roundrobin",
+        "DRAIN empty",
+        "api/app2",
+        "+200 ms, 25% errors",
+        "p99 212ms",
+    ] {
+        assert!(screen.contains(want), "{want} missing:\n{screen}");
+    }
+    let wide = text(&draw(&app, &Theme::default(), 160, 48));
+    for want in ["127.0.0.1:11582", "0 (1)", "retr", "turned away"] {
+        assert!(wide.contains(want), "{want} missing:\n{wide}");
+    }
+}
+
+#[test]
+fn l7_overview() {
+    golden("overview-l7", &app_in(l7_balancer(), ""));
+}
+
+#[test]
 fn l4_overview() {
     golden("overview-l4", &app_in(balancer(), ""));
 }
@@ -234,6 +264,10 @@ fn every_view_survives_tiny_and_odd_sizes() {
         (balancer(), "2"),
         (balancer(), "2m"),
         (balancer(), ""),
+        (l7_balancer(), "3"),
+        (l7_balancer(), "3jm"),
+        (l7_balancer(), "3jjx"),
+        (l7_balancer(), ""),
     ] {
         let app = app_in(snapshot, pressed);
         for w in [0u16, 1, 2, 5, 10, 29, 30, 31, 40, 57, 79] {
@@ -254,6 +288,7 @@ fn the_readme_shows_the_current_renders() {
         "cache",
         "tester",
         "l4",
+        "l7",
         "log",
     ] {
         let golden = std::fs::read_to_string(root.join(format!("tests/golden/{name}-80x24.txt")))

@@ -1,17 +1,22 @@
 //! The demo's pair in one process, through the control surface: killing the peer stops that
 //! node entirely (its port refuses connections), the survivor takes over, and reviving starts
-//! it again at the same addresses, where it rejoins as slave and receives a full copy.
+//! it again at the same addresses, where it rejoins as slave and receives a full copy. The
+//! built-in demo's chain L4 -> L7 -> app servers, and its app servers' latency and error rate.
 
 mod support;
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use opsconsole::config::{CacheConfig, Config, DemoConfig};
 use opsconsole::control::{Command, Control};
 use opsconsole::node::Node;
 use opsconsole::replication::shared::NodeRole;
 use support::cluster::{repl, runtime};
-use support::{Client, free_port, wait_until};
+use support::http::get;
+use support::{
+    Client, DEADLINE, demo_on_free_ports, free_port, node_from_toml, scratch, wait_until,
+};
 
 fn demo_config() -> Config {
     let (a, b) = (free_port(), free_port());
@@ -267,4 +272,204 @@ fn the_demo_balances_http_over_its_app_servers_and_a_killed_one_is_taken_out() {
     let before = served(&node)[1];
     wait_until("app2 to serve again", || served(&node)[1] > before + 5);
     rt.block_on(node.shutdown(std::time::Duration::from_secs(5)));
+}
+
+/// The built-in demo, every port moved to a free one.
+fn builtin_demo(name: &str) -> (tokio::runtime::Runtime, Node) {
+    node_from_toml(&demo_on_free_ports(&scratch(name).join("log")))
+}
+
+fn web_addr(node: &Node) -> SocketAddr {
+    node.l4
+        .as_ref()
+        .and_then(|l| l.listen_addr("web"))
+        .expect("the L4 web service")
+}
+
+fn app_addr(node: &Node, name: &str) -> SocketAddr {
+    node.apps
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.addr)
+        .expect("the app server")
+}
+
+#[test]
+fn the_built_in_demo_chains_l4_to_l7_to_the_app_servers() {
+    let (rt, node) = builtin_demo("demo-chain");
+    let front = node
+        .l7
+        .as_ref()
+        .and_then(|l| l.listen_addr("front"))
+        .expect("the L7 listener");
+    let snap = node.snapshot();
+    let web = snap
+        .l4
+        .iter()
+        .flatten()
+        .find(|s| s.name == "web")
+        .expect("web");
+    assert_eq!(
+        web.servers
+            .iter()
+            .map(|s| s.address.clone())
+            .collect::<Vec<_>>(),
+        [front.to_string()],
+        "the L4 service's one server is the L7 listener"
+    );
+    let apps: Vec<String> = node.apps.iter().map(|a| a.addr.to_string()).collect();
+    for pool in &snap.l7.as_ref().expect("l7").pools {
+        let servers: Vec<String> = pool.servers.iter().map(|s| s.address.clone()).collect();
+        assert_eq!(
+            servers, apps,
+            "{} is over the demo's app servers",
+            pool.name
+        );
+    }
+
+    // A page: through L4, then L7 (which sets its persistence cookie), to an app server.
+    let page = get(web_addr(&node), "demo", "/demo/1", &[]).expect("a page through the chain");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.header("x-served-by")
+            .is_some_and(|s| s.starts_with("app")),
+        "{:?}",
+        page.headers
+    );
+    assert!(
+        page.header("set-cookie")
+            .is_some_and(|c| c.starts_with("SERVERID=app")),
+        "the pages pool's cookie, set by the L7 balancer: {:?}",
+        page.headers
+    );
+    assert!(
+        page.text().contains("served GET /demo/1"),
+        "{}",
+        page.text()
+    );
+    // An API call: routed to the api pool, which sets no cookie.
+    let call = get(web_addr(&node), "demo", "/api/items/2", &[]).expect("an API call");
+    assert_eq!(call.status, 200, "{}", call.text());
+    assert!(call.header("set-cookie").is_none(), "{:?}", call.headers);
+
+    // The generator's traffic takes both routes, and gets 200s.
+    let route_requests = |node: &Node, path: &str| -> u64 {
+        node.snapshot()
+            .l7
+            .iter()
+            .flat_map(|l| &l.listeners)
+            .flat_map(|l| &l.routes)
+            .filter(|r| r.path == path)
+            .map(|r| r.http.requests)
+            .sum()
+    };
+    wait_until("traffic on both routes", || {
+        route_requests(&node, "/") >= 10 && route_requests(&node, "/api/") >= 10
+    });
+    let t = node.snapshot().traffic.expect("traffic");
+    assert_eq!(t.http_errors, 0, "{t:?}");
+    rt.block_on(node.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
+fn an_app_servers_error_rate_and_latency_change_at_runtime() {
+    let (rt, node) = builtin_demo("demo-behaviour");
+    node.act(Command::PauseTraffic { paused: true })
+        .expect("pause");
+    let app1 = app_addr(&node, "app1");
+    let status = |path: &str| get(app1, "demo", path, &[]).expect("a reply").status;
+
+    let set = |latency_ms, error_percent| {
+        node.act(Command::SetAppBehaviour {
+            name: "app1".into(),
+            latency_ms,
+            error_percent,
+        })
+    };
+    let reply = set(None, Some(100)).expect("error rate 100%");
+    assert!(reply.output.contains("error rate 100%"), "{}", reply.output);
+    let shown = node.snapshot().apps[0].clone();
+    assert_eq!((shown.latency_ms, shown.error_percent), (0, 100));
+    let statuses: Vec<u16> = (0..6).map(|i| status(&format!("/x/{i}"))).collect();
+    assert!(
+        statuses.iter().all(|s| [500, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&500) && statuses.contains(&503),
+        "{statuses:?}"
+    );
+    assert_eq!(status("/health"), 200, "checks are never failed on purpose");
+    assert!(node.snapshot().apps[0].errors >= 6);
+
+    // Every app failing: what reaches the client through the chain is a 5xx (503s are
+    // retried on the others, which fail too).
+    for name in ["app2", "app3"] {
+        node.act(Command::SetAppBehaviour {
+            name: name.into(),
+            latency_ms: None,
+            error_percent: Some(100),
+        })
+        .expect("set");
+    }
+    let through = get(web_addr(&node), "demo", "/demo/7", &[]).expect("a reply through the chain");
+    assert!(
+        through.status >= 500,
+        "{} {}",
+        through.status,
+        through.text()
+    );
+
+    // Latency: app1 answers after it, and keeps answering other connections meanwhile.
+    set(Some(400), Some(0)).expect("latency 400 ms");
+    let before = node.snapshot().apps[0].requests;
+    let started = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let reply = get(app1, "demo", "/slow", &[]);
+        (reply.map(|r| r.status), started.elapsed())
+    });
+    wait_until("the slow request to arrive", || {
+        node.snapshot().apps[0].requests > before
+    });
+    let quick = Instant::now();
+    assert_eq!(status("/health"), 200);
+    let health_took = quick.elapsed();
+    let (slow_status, took) = slow.join().expect("the slow client");
+    assert_eq!(slow_status.expect("a reply"), 200);
+    assert!(
+        took >= Duration::from_millis(400) && took < DEADLINE,
+        "took {took:?}"
+    );
+    assert!(
+        health_took < Duration::from_millis(400) && started.elapsed() >= health_took,
+        "/health waited for the slow request: {health_took:?}"
+    );
+
+    // Nonsense is refused, and says what.
+    assert!(set(Some(3_600_000), None).is_err_and(|e| e.contains("3600000 ms")));
+    assert!(set(None, Some(101)).is_err_and(|e| e.contains("101%")));
+    assert!(
+        node.act(Command::SetAppBehaviour {
+            name: "app9".into(),
+            latency_ms: Some(1),
+            error_percent: None
+        })
+        .is_err_and(|e| e.contains("app9"))
+    );
+    rt.block_on(node.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
+fn set_app_behaviour_leaves_out_what_it_does_not_change() {
+    let c: Command =
+        toml::from_str("action = \"set_app_behaviour\"\nname = \"app2\"\nlatency_ms = 200\n")
+            .expect("parses");
+    assert_eq!(
+        c,
+        Command::SetAppBehaviour {
+            name: "app2".into(),
+            latency_ms: Some(200),
+            error_percent: None
+        }
+    );
 }

@@ -1,13 +1,16 @@
 //! The demo's app servers: small HTTP/1.1 responders for the balancers to front, so health
 //! checks, distribution and a dying backend can be watched without installing anything.
 //! Each can be killed (its port closes and its connections drop, as a crash would) and
-//! started again on the same address.
+//! started again on the same address, and made slow or failing at runtime: a latency added
+//! to every answer and a share of answers that are `500` or `503`. `/health` is exempt from
+//! both, so checks fail only for a dead server and what a balancer does with a slow or
+//! failing one that still passes its checks (leastconn, retries) can be watched.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +25,8 @@ use crate::sync::lock;
 const MAX_HEAD: usize = 16 * 1024;
 /// A kept-alive connection with nothing to say is closed after this long.
 const IDLE: Duration = Duration::from_secs(30);
+/// The longest latency an operator may add.
+pub const MAX_LATENCY_MS: u64 = 60_000;
 
 pub struct AppServer {
     pub name: String,
@@ -29,6 +34,11 @@ pub struct AppServer {
     /// Present while it runs; cancelling it closes the listener and every connection.
     running: Mutex<Option<CancellationToken>>,
     requests: AtomicU64,
+    latency_ms: AtomicU64,
+    error_percent: AtomicU8,
+    /// Requests the error rate applied to, which decides the next error.
+    eligible: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl AppServer {
@@ -45,6 +55,10 @@ impl AppServer {
             addr: listener.local_addr()?,
             running: Mutex::new(None),
             requests: AtomicU64::new(0),
+            latency_ms: AtomicU64::new(0),
+            error_percent: AtomicU8::new(0),
+            eligible: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         });
         server.serve(listener, parent, tracker);
         Ok(server)
@@ -118,13 +132,63 @@ impl AppServer {
         Ok(format!("{} started again on {}", self.name, self.addr))
     }
 
+    /// Changes the latency and the error rate (`None` keeps one as it is).
+    pub fn set_behaviour(
+        &self,
+        latency_ms: Option<u64>,
+        error_percent: Option<u8>,
+    ) -> Result<String, String> {
+        if let Some(ms) = latency_ms
+            && ms > MAX_LATENCY_MS
+        {
+            return Err(format!("latency {ms} ms is more than {MAX_LATENCY_MS} ms"));
+        }
+        if let Some(pct) = error_percent
+            && pct > 100
+        {
+            return Err(format!("error rate {pct}% is more than 100%"));
+        }
+        if let Some(ms) = latency_ms {
+            self.latency_ms.store(ms, Ordering::Relaxed);
+        }
+        if let Some(pct) = error_percent {
+            self.error_percent.store(pct, Ordering::Relaxed);
+        }
+        let (ms, pct) = (
+            self.latency_ms.load(Ordering::Relaxed),
+            self.error_percent.load(Ordering::Relaxed),
+        );
+        tracing::info!(
+            "demo app server {} set by an operator: latency {ms} ms, error rate {pct}%",
+            self.name
+        );
+        Ok(format!("latency {ms} ms, error rate {pct}%"))
+    }
+
     pub fn snapshot(&self) -> AppServerSnapshot {
         AppServerSnapshot {
             name: self.name.clone(),
             address: self.addr.to_string(),
             running: self.is_running(),
             requests: self.requests.load(Ordering::Relaxed),
+            latency_ms: self.latency_ms.load(Ordering::Relaxed),
+            error_percent: self.error_percent.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
+    }
+
+    /// The status this request is failed with, if the error rate picks it.
+    fn planned_error(&self) -> Option<u16> {
+        let pct = self.error_percent.load(Ordering::Relaxed);
+        if pct == 0 {
+            return None;
+        }
+        let k = self.eligible.fetch_add(1, Ordering::Relaxed);
+        if !picked(k, pct) {
+            return None;
+        }
+        let e = self.errors.fetch_add(1, Ordering::Relaxed);
+        Some(if e % 2 == 0 { 500 } else { 503 })
     }
 
     /// Serves requests on one connection until the client closes, asks to close, idles out
@@ -154,15 +218,32 @@ impl AppServer {
                 return;
             }
             let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-            let body = if head.path == "/health" {
-                "ok\n".to_string()
+            let (status, body) = if head.path == "/health" {
+                (200, "ok\n".to_string())
             } else {
-                format!(
-                    "{} at {} served {} {} (request {n})\n",
-                    self.name, self.addr, head.method, head.path
-                )
+                // Only this connection waits: every connection is a task of its own.
+                let latency = self.latency_ms.load(Ordering::Relaxed);
+                if latency > 0 {
+                    tokio::time::sleep(Duration::from_millis(latency)).await;
+                }
+                match self.planned_error() {
+                    Some(status) => (
+                        status,
+                        format!(
+                            "{} at {} failed {} {} on purpose (request {n})\n",
+                            self.name, self.addr, head.method, head.path
+                        ),
+                    ),
+                    None => (
+                        200,
+                        format!(
+                            "{} at {} served {} {} (request {n})\n",
+                            self.name, self.addr, head.method, head.path
+                        ),
+                    ),
+                }
             };
-            let reply = response(200, "text/plain", &body, &self.name, keep_alive);
+            let reply = response(status, "text/plain", &body, &self.name, keep_alive);
             if sock.write_all(&reply).await.is_err() || !keep_alive {
                 return;
             }
@@ -268,12 +349,21 @@ async fn skip_body(sock: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> bool 
     true
 }
 
+/// Whether the `k`th request (from 0) is one of the `pct` in a hundred to fail: spread
+/// evenly, exactly `pct` of every hundred, so a rate shows at once and tests can count on it.
+fn picked(k: u64, pct: u8) -> bool {
+    let pct = u64::from(pct.min(100));
+    (k + 1) * pct / 100 > k * pct / 100
+}
+
 fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         501 => "Not Implemented",
+        503 => "Service Unavailable",
         _ => "Error",
     }
 }
@@ -316,5 +406,16 @@ mod tests {
             parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked"),
             Err(501)
         );
+    }
+
+    #[test]
+    fn the_error_rate_picks_exactly_that_share_spread_evenly() {
+        for pct in [0u8, 5, 25, 50, 100] {
+            let hits: Vec<u64> = (0..200).filter(|&k| picked(k, pct)).collect();
+            assert_eq!(hits.len(), 2 * usize::from(pct), "{pct}%");
+        }
+        let quarter: Vec<u64> = (0..8).filter(|&k| picked(k, 25)).collect();
+        assert_eq!(quarter, [3, 7], "every fourth, not the first 25 in a row");
+        assert!((0..10).all(|k| picked(k, 100)));
     }
 }

@@ -1,8 +1,9 @@
 //! The demo's gentle traffic generator: a steady trickle of memcached sets and gets spread
 //! over the cache nodes (and the L4 service in front of them) through real TCP connections,
-//! and HTTP requests through the L4 web service, one connection each, so the console has
-//! something to show and a failover or a dead backend is visible as errors that stop once
-//! the survivor takes over.
+//! and HTTP requests through the L4 web service, one connection each, alternating between
+//! page and API paths so an L7 balancer behind it routes them to different pools. The
+//! console has something to show, and a failover or a dead backend is visible as errors
+//! that stop once the survivor takes over.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +24,11 @@ use crate::control::TrafficSnapshot;
 
 /// A request that takes longer than this counts as an error and drops the connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same for HTTP, where an app server may be made slow on purpose (up to a second).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP requests waiting for their reply at most; beyond it a tick counts as an error
+/// rather than pile up connections on a chain that stalled.
+const HTTP_IN_FLIGHT: usize = 64;
 /// A node that failed is left alone this long before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest reply accepted; the generator's own values are far smaller.
@@ -84,7 +91,9 @@ impl Traffic {
     }
 
     /// HTTP GETs at `http_requests_per_sec`, each on a connection of its own: a balancer
-    /// sees new connections per second, as it would from browsers.
+    /// sees new connections per second, as it would from browsers. Requests overlap, as
+    /// browsers' do, so one slow server does not hold up the rest: it holds more requests
+    /// in flight, which is what `leastconn` balancing sees.
     async fn run_http(self: std::sync::Arc<Self>, cancel: CancellationToken) {
         let (Some(target), rate) = (self.http_target, self.config.http_requests_per_sec) else {
             return;
@@ -94,16 +103,23 @@ impl Traffic {
         }
         let mut ticker = pacer(rate);
         let mut n = 0u64;
+        // Dropped when this returns (cancelled): requests still in flight end with it.
+        let mut in_flight = JoinSet::new();
         while self.next_turn(&mut ticker, &cancel).await {
+            while in_flight.try_join_next().is_some() {}
             n += 1;
             self.http_requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(REQUEST_TIMEOUT, http_get(target, n)) => r,
-                _ = cancel.cancelled() => return,
-            };
-            if !matches!(outcome, Ok(Ok(()))) {
+            if in_flight.len() >= HTTP_IN_FLIGHT {
                 self.http_errors.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
+            let me = self.clone();
+            in_flight.spawn(async move {
+                let outcome = tokio::time::timeout(HTTP_TIMEOUT, http_get(target, n)).await;
+                if !matches!(outcome, Ok(Ok(()))) {
+                    me.http_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
     }
 
@@ -190,11 +206,23 @@ fn pacer(rate: u32) -> Interval {
     ticker
 }
 
-/// One `GET /demo/N` on a new connection; anything but a whole `200` reply is an error.
+/// The path of the `n`th request: pages and API calls in turn.
+fn http_path(n: u64) -> String {
+    if n % 2 == 0 {
+        format!("/api/items/{n}")
+    } else {
+        format!("/demo/{n}")
+    }
+}
+
+/// One `GET` on a new connection; anything but a whole `200` reply is an error.
 async fn http_get(target: SocketAddr, n: u64) -> io::Result<()> {
     let mut sock = TcpStream::connect(target).await?;
     sock.set_nodelay(true)?;
-    let request = format!("GET /demo/{n} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
+        http_path(n)
+    );
     sock.write_all(request.as_bytes()).await?;
     let mut reply = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::balance::backend::AdminState;
 use crate::balance::health::Phase;
 use crate::control::{
-    CacheSnapshot, Command, ServerSnapshot, ServiceSnapshot, Snapshot, WeightChange,
+    CacheSnapshot, Command, PoolSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WeightChange,
 };
 use crate::logging::{LogLevel, LogLine};
 use crate::replication::shared::NodeRole;
 
+use super::l7::{L7State, Visible};
 use super::tester::{self, Interpretation, Said, Target, TargetChoice, Tester};
 use super::trend::{CacheTrend, ConnCounters, ConnTrend};
 
@@ -28,6 +29,7 @@ pub enum View {
     Cache,
     Tester,
     L4,
+    L7,
     Log,
 }
 
@@ -40,6 +42,7 @@ impl View {
             View::Cache => "Cache",
             View::Tester => "Keys",
             View::L4 => "L4",
+            View::L7 => "L7",
             View::Log => "Log",
         }
     }
@@ -51,6 +54,7 @@ impl View {
             View::Cache => "Cache",
             View::Tester => "Key tester",
             View::L4 => "L4 balancer",
+            View::L7 => "L7 balancer",
             View::Log => "Log",
         }
     }
@@ -183,6 +187,12 @@ pub enum Act {
     WeightRestore,
     /// Kill or revive the demo app server behind the selected server.
     KillBackend,
+    /// The demo app server behind the selected server: latency and error rate a step up
+    /// or down.
+    LatencyUp,
+    LatencyDown,
+    ErrorsUp,
+    ErrorsDown,
     Escape,
     Yes,
     No,
@@ -265,7 +275,7 @@ pub enum Effect {
 
 impl Effect {
     /// A command, titled the way the footer reports its outcome.
-    fn command(command: Command) -> Effect {
+    pub(super) fn command(command: Command) -> Effect {
         Effect::Command {
             what: command_title(&command),
             command,
@@ -293,6 +303,8 @@ pub struct App {
     pub l4_trends: BTreeMap<String, ConnTrend>,
     pub l4_selected: Option<ServerRef>,
     pub l4_sort: ServerSort,
+    /// The L7 view's rates, selection and order.
+    pub l7: L7State,
     pub filter: String,
     pub filter_input: tester::LineInput,
     pub paused: bool,
@@ -312,6 +324,8 @@ pub struct App {
     pub quit: bool,
     /// Counts replication checks, so each writes a value of its own.
     checks: u64,
+    /// Demo app server changes sent and not yet seen in a snapshot, by app name.
+    pub(super) app_changes: BTreeMap<String, super::servers::AppChange>,
 }
 
 impl App {
@@ -326,6 +340,7 @@ impl App {
             l4_trends: BTreeMap::new(),
             l4_selected: None,
             l4_sort: ServerSort::Name,
+            l7: L7State::default(),
             filter: String::new(),
             filter_input: tester::LineInput::default(),
             paused: false,
@@ -341,6 +356,7 @@ impl App {
             flash: None,
             quit: false,
             checks: 0,
+            app_changes: BTreeMap::new(),
         }
     }
 
@@ -348,7 +364,7 @@ impl App {
     pub fn views(&self) -> Vec<View> {
         let mut v = vec![View::Overview];
         let caches = &self.snapshot.caches;
-        let balancer = self.snapshot.l4.is_some();
+        let balancer = self.snapshot.l4.is_some() || self.snapshot.l7.is_some();
         if caches.iter().any(|c| c.replication.is_some()) || (caches.is_empty() && !balancer) {
             v.push(View::Replication);
         }
@@ -356,8 +372,11 @@ impl App {
             v.push(View::Cache);
             v.push(View::Tester);
         }
-        if balancer {
+        if self.snapshot.l4.is_some() {
             v.push(View::L4);
+        }
+        if self.snapshot.l7.is_some() {
+            v.push(View::L7);
         }
         v.push(View::Log);
         v
@@ -454,6 +473,16 @@ impl App {
         }
     }
 
+    /// The L7 listeners, routes, pools and servers the view shows: filtered, then sorted.
+    pub fn visible_l7(&self) -> Visible<'_> {
+        self.l7.visible(self.snapshot.l7.as_ref(), &self.filter)
+    }
+
+    /// The selected L7 server and its pool.
+    pub fn selected_l7_server(&self) -> Option<(&PoolSnapshot, &ServerSnapshot)> {
+        self.l7.selected_server(self.snapshot.l7.as_ref())
+    }
+
     /// Log lines passing the level and text filters, oldest first.
     pub fn visible_log(&self) -> Vec<&LogLine> {
         let f = self.filter.to_lowercase();
@@ -519,7 +548,9 @@ impl App {
         self.trends
             .retain(|name, _| snapshot.caches.iter().any(|c| &c.role == name));
         self.observe_l4(&snapshot);
+        self.l7.observe(snapshot.at_ms, snapshot.l7.as_ref());
         self.snapshot = snapshot;
+        self.hold_app_changes();
         let still_there = self
             .selected
             .as_ref()
@@ -530,6 +561,8 @@ impl App {
         if self.selected_server().is_none() {
             self.l4_selected = self.first_visible_server();
         }
+        self.l7
+            .keep_selection(self.snapshot.l7.as_ref(), &self.filter);
         if !self.views().contains(&self.view) {
             self.view = View::Overview;
         }
@@ -572,86 +605,6 @@ impl App {
                 server: s.name.clone(),
             })
         })
-    }
-
-    /// A state or weight action on the selected server.
-    fn server_action(&mut self, act: Act) -> Option<Effect> {
-        let Some((svc, s)) = self.selected_server() else {
-            self.flash_error("no balanced server is selected".into());
-            return None;
-        };
-        let (pool, server) = (svc.name.clone(), s.name.clone());
-        let state = |state| Command::SetServerState {
-            pool: pool.clone(),
-            server: server.clone(),
-            state,
-        };
-        let weight = |change| Command::SetWeight {
-            pool: pool.clone(),
-            server: server.clone(),
-            change,
-        };
-        let command = match act {
-            Act::Drain => state(AdminState::Drain),
-            Act::Ready => state(AdminState::Ready),
-            Act::Maint => {
-                let open = match s.active {
-                    0 => "It has no open connection.".to_string(),
-                    n => format!("Its {n} open connections go on until they end."),
-                };
-                self.mode = Mode::Confirm(Pending {
-                    question: format!(
-                        "Put {pool}/{server} ({}) in maintenance?\nIt takes no new connection, not even from persistent clients, and its health checks stop. {open}\nr makes it ready again.",
-                        s.address
-                    ),
-                    command: state(AdminState::Maint),
-                });
-                return None;
-            }
-            Act::WeightUp => weight(WeightChange::Add(1)),
-            Act::WeightDown => weight(WeightChange::Add(-1)),
-            Act::WeightUp10 => weight(WeightChange::Add(10)),
-            Act::WeightDown10 => weight(WeightChange::Add(-10)),
-            Act::WeightRestore => weight(WeightChange::Restore),
-            _ => return None,
-        };
-        Some(Effect::command(command))
-    }
-
-    /// The demo app server at the selected server's address, if the demo runs one there.
-    pub fn selected_app_server(&self) -> Option<&crate::control::AppServerSnapshot> {
-        let (_, s) = self.selected_server()?;
-        self.snapshot.apps.iter().find(|a| a.address == s.address)
-    }
-
-    /// `x`: a dead backend on demand (asks first), and back again.
-    fn toggle_app_server(&mut self) -> Option<Effect> {
-        let Some((svc, s)) = self.selected_server() else {
-            self.flash_error("no balanced server is selected".into());
-            return None;
-        };
-        let Some(app) = self.selected_app_server() else {
-            self.flash_error(format!(
-                "{}/{} ({}) is not one of the demo's app servers; x kills and revives those",
-                svc.name, s.name, s.address
-            ));
-            return None;
-        };
-        let command = Command::SetAppServer {
-            name: app.name.clone(),
-            running: !app.running,
-        };
-        if app.running {
-            self.mode = Mode::Confirm(Pending {
-                question: format!(
-                    "Kill the demo app server {} ({})?\nIts port closes and its open connections drop, as if it crashed. Watch {}/{} go DOWN after its failed checks.\nx starts it again.",
-                    app.name, app.address, svc.name, s.name
-                ),
-                command,
-            });
-            return None;
-        }
-        Some(Effect::command(command))
     }
 
     fn move_server(&mut self, delta: isize) {
@@ -778,8 +731,14 @@ impl App {
             }
             Act::Follow => self.log_scroll = 0,
             Act::SortServers => {
-                self.l4_sort = self.l4_sort.next();
-                self.flash_ok(format!("servers sorted by {}", self.l4_sort.label()));
+                let by = if self.view == View::L7 {
+                    self.l7.sort = self.l7.sort.next();
+                    self.l7.sort.label()
+                } else {
+                    self.l4_sort = self.l4_sort.next();
+                    self.l4_sort.label()
+                };
+                self.flash_ok(format!("servers sorted by {by}"));
             }
             Act::Drain
             | Act::Maint
@@ -790,6 +749,9 @@ impl App {
             | Act::WeightDown10
             | Act::WeightRestore => return self.server_action(act),
             Act::KillBackend => return self.toggle_app_server(),
+            Act::LatencyUp | Act::LatencyDown | Act::ErrorsUp | Act::ErrorsDown => {
+                return self.app_behaviour(act);
+            }
             Act::Yes => {
                 if let Mode::Confirm(p) = std::mem::replace(&mut self.mode, Mode::Browse) {
                     return Some(Effect::command(p.command));
@@ -860,6 +822,9 @@ impl App {
                 self.tester_scroll = offset(self.tester_scroll, -delta).min(max);
             }
             View::L4 => self.move_server(delta),
+            View::L7 => self
+                .l7
+                .move_by(self.snapshot.l7.as_ref(), &self.filter, delta),
             _ => {
                 let names: Vec<String> = self
                     .visible_caches()
@@ -1105,11 +1070,11 @@ impl App {
         }
     }
 
-    fn flash_ok(&mut self, text: String) {
+    pub(super) fn flash_ok(&mut self, text: String) {
         self.flash = Some(Flash { text, error: false });
     }
 
-    fn flash_error(&mut self, text: String) {
+    pub(super) fn flash_error(&mut self, text: String) {
         self.flash = Some(Flash { text, error: true });
     }
 }
@@ -1123,18 +1088,18 @@ fn cache_matches(c: &CacheSnapshot, f: &str) -> bool {
     c.role.contains(f) || c.listen.contains(f) || role.contains(f)
 }
 
-fn server_matches(s: &ServerSnapshot, f: &str) -> bool {
+pub(super) fn server_matches(s: &ServerSnapshot, f: &str) -> bool {
     s.name.to_lowercase().contains(f)
         || s.address.contains(f)
         || s.state_label().to_lowercase().contains(f)
 }
 
-fn server_key(service: &str, server: &str) -> String {
+pub(super) fn server_key(service: &str, server: &str) -> String {
     format!("{service}/{server}")
 }
 
 /// Worst first, so trouble sorts to the top.
-fn state_rank(s: &ServerSnapshot) -> u8 {
+pub(super) fn state_rank(s: &ServerSnapshot) -> u8 {
     match (s.admin, s.health) {
         (AdminState::Maint, _) => 3,
         (_, Phase::Down) => 0,
@@ -1145,7 +1110,7 @@ fn state_rank(s: &ServerSnapshot) -> u8 {
     }
 }
 
-fn offset(at: usize, delta: isize) -> usize {
+pub(super) fn offset(at: usize, delta: isize) -> usize {
     if delta < 0 {
         at.saturating_sub(delta.unsigned_abs())
     } else {
@@ -1165,6 +1130,7 @@ fn command_title(c: &Command) -> String {
                 if *running { "revive" } else { "kill" }
             )
         }
+        Command::SetAppBehaviour { name, .. } => format!("demo app server {name}"),
         Command::PauseTraffic { paused } => if *paused {
             "pause traffic"
         } else {

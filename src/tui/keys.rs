@@ -78,6 +78,8 @@ pub enum Scope {
     Global,
     /// Browsing, in one view.
     In(View),
+    /// Browsing, in any of these views.
+    Among(&'static [View]),
     /// While a y/n question is open.
     Confirm,
     /// While typing (the key tester's line, or a filter).
@@ -112,7 +114,10 @@ macro_rules! bind {
     };
 }
 
-use Scope::{Confirm, Global, In, Typing};
+use Scope::{Among, Confirm, Global, In, Typing};
+
+/// The views that list balanced servers, where the server keys work.
+const BALANCERS: &[View] = &[View::L4, View::L7];
 
 pub const BINDINGS: &[Binding] = &[
     bind!(Global, [k('q'), ctrl('c')], Act::Quit, "quit", "quit the console (the engines stop with it)", acts: false, footer: true),
@@ -134,16 +139,21 @@ pub const BINDINGS: &[Binding] = &[
     bind!(Global, [k('t')], Act::FocusTester, "tester", "open the key tester and type", acts: false, footer: true),
     bind!(In(View::Log), [k('l')], Act::LogLevel, "level", "show only this level and worse (cycles)", acts: false, footer: true),
     bind!(In(View::Log), [code(KeyCode::End), k('G')], Act::Follow, "follow", "jump to the newest line and follow", acts: false, footer: true),
-    bind!(In(View::L4), [k('d')], Act::Drain, "drain", "drain the selected server: no new clients, persistent and open ones go on", acts: true, footer: true),
-    bind!(In(View::L4), [k('m')], Act::Maint, "maint", "maintenance: no traffic and no checks for the selected server (asks)", acts: true, footer: true),
-    bind!(In(View::L4), [k('r')], Act::Ready, "ready", "make the selected server ready again", acts: true, footer: true),
-    bind!(In(View::L4), [k('+')], Act::WeightUp, "weight±", "weight +1 (- is -1)", acts: true, footer: true),
-    bind!(In(View::L4), [k('-')], Act::WeightDown, "", "weight -1", acts: true, footer: false),
-    bind!(In(View::L4), [k('>')], Act::WeightUp10, "", "weight +10 (< is -10)", acts: true, footer: false),
-    bind!(In(View::L4), [k('<')], Act::WeightDown10, "", "weight -10", acts: true, footer: false),
-    bind!(In(View::L4), [k('w')], Act::WeightRestore, "", "restore the configured weight", acts: true, footer: false),
-    bind!(In(View::L4), [k('x')], Act::KillBackend, "kill/revive", "demo: kill the selected server's app server (asks) / start it again", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('d')], Act::Drain, "drain", "drain the selected server: no new clients, persistent and open ones go on", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('m')], Act::Maint, "maint", "maintenance: no traffic and no checks for the selected server (asks)", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('r')], Act::Ready, "ready", "make the selected server ready again", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('+')], Act::WeightUp, "weight±", "weight +1 (- is -1)", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('-')], Act::WeightDown, "", "weight -1", acts: true, footer: false),
+    bind!(Among(BALANCERS), [k('>')], Act::WeightUp10, "", "weight +10 (< is -10)", acts: true, footer: false),
+    bind!(Among(BALANCERS), [k('<')], Act::WeightDown10, "", "weight -10", acts: true, footer: false),
+    bind!(Among(BALANCERS), [k('w')], Act::WeightRestore, "", "restore the configured weight", acts: true, footer: false),
+    bind!(Among(BALANCERS), [k('x')], Act::KillBackend, "kill/revive", "demo: kill the selected server's app server (asks) / start it again", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('l')], Act::LatencyUp, "latency", "demo: its app server answers slower: 0, 10, 50, 200, 1000 ms", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('L')], Act::LatencyDown, "", "demo: its app server answers faster", acts: true, footer: false),
+    bind!(Among(BALANCERS), [k('e')], Act::ErrorsUp, "errors", "demo: its app server fails more: 0, 5, 25, 50, 100 % get 500 or 503", acts: true, footer: true),
+    bind!(Among(BALANCERS), [k('E')], Act::ErrorsDown, "", "demo: its app server fails less", acts: true, footer: false),
     bind!(In(View::L4), [k('s')], Act::SortServers, "sort", "sort the servers (name, active, conn/s, bytes/s, state)", acts: false, footer: true),
+    bind!(In(View::L7), [k('s')], Act::SortServers, "sort", "sort the servers (name, active, req/s, errors/s, p99, state)", acts: false, footer: true),
     bind!(In(View::Tester), [code(KeyCode::Enter), k('i')], Act::FocusTester, "type", "start typing", acts: false, footer: false),
     bind!(Global, [code(KeyCode::Esc)], Act::Escape, "", "close an overlay, clear the filter", acts: false, footer: false),
     bind!(Confirm, [k('y'), k('Y')], Act::Yes, "yes", "carry out the action", acts: false, footer: true),
@@ -163,6 +173,7 @@ pub fn active(b: &Binding, app: &App) -> bool {
     match (&app.mode, b.scope) {
         (Mode::Browse, Global) => true,
         (Mode::Browse, In(v)) => v == app.view,
+        (Mode::Browse, Among(vs)) => vs.contains(&app.view),
         (Mode::Confirm(_), Confirm) | (Mode::Typing(_), Typing) => true,
         _ => false,
     }
@@ -185,7 +196,7 @@ pub fn dispatch(app: &App, ev: KeyEvent) -> Option<Action> {
     let mut found = None;
     for b in BINDINGS.iter().filter(|b| active(b, app)) {
         if let Some(i) = b.keys.iter().position(|key| key.matches(&ev)) {
-            let specific = matches!(b.scope, In(_));
+            let specific = matches!(b.scope, In(_) | Among(_));
             if found.is_none() || specific {
                 found = Some((b, i));
             }
@@ -221,7 +232,7 @@ pub fn footer_hints(app: &App) -> Vec<(String, &'static str, bool)> {
     let (specific, general): (Vec<&Binding>, Vec<&Binding>) = BINDINGS
         .iter()
         .filter(|b| b.footer && active(b, app) && relevant(b, app))
-        .partition(|b| matches!(b.scope, In(_)));
+        .partition(|b| matches!(b.scope, In(_) | Among(_)));
     let overridden = |b: &Binding| specific.iter().any(|s| s.keys.contains(&b.keys[0]));
     let general: Vec<&Binding> = general.into_iter().filter(|b| !overridden(b)).collect();
     specific
@@ -245,7 +256,7 @@ fn relevant(b: &Binding, app: &App) -> bool {
         Act::KillPeer | Act::RevivePeer | Act::FocusTester | Act::Sort => {
             !app.snapshot.caches.is_empty()
         }
-        Act::KillBackend => !app.snapshot.apps.is_empty(),
+        Act::KillBackend | Act::LatencyUp | Act::ErrorsUp => !app.snapshot.apps.is_empty(),
         _ => true,
     }
 }
@@ -260,7 +271,9 @@ pub fn help_rows(read_only: bool) -> Vec<(&'static str, String, &'static str, bo
                 In(View::Log) => "log view",
                 In(View::Tester) => "key tester",
                 In(View::L4) => "L4 balancer view",
+                In(View::L7) => "L7 balancer view",
                 In(_) => "this view",
+                Among(_) => "L4 and L7 views",
                 Confirm => "when asked",
                 Typing => "while typing",
             };
@@ -279,11 +292,26 @@ pub fn help_rows(read_only: bool) -> Vec<(&'static str, String, &'static str, bo
 mod tests {
     use super::*;
 
+    /// Whether some mode and view has both scopes live at once.
+    fn overlap(a: Scope, b: Scope) -> bool {
+        let views = |s: Scope| -> Option<Vec<View>> {
+            match s {
+                In(v) => Some(vec![v]),
+                Among(vs) => Some(vs.to_vec()),
+                _ => None,
+            }
+        };
+        match (views(a), views(b)) {
+            (Some(x), Some(y)) => x.iter().any(|v| y.contains(v)),
+            _ => a == b,
+        }
+    }
+
     #[test]
     fn no_key_means_two_things_in_one_scope() {
         for (i, a) in BINDINGS.iter().enumerate() {
             for b in &BINDINGS[i + 1..] {
-                if a.scope != b.scope {
+                if !overlap(a.scope, b.scope) {
                     continue;
                 }
                 for key in a.keys {

@@ -6,6 +6,8 @@
 pub mod app;
 pub mod exchange;
 pub mod keys;
+pub mod l7;
+pub mod servers;
 pub mod tester;
 pub mod theme;
 pub mod trend;
@@ -56,6 +58,7 @@ pub async fn run(
     let _restore = Restore;
     let mut app = App::new(options.read_only, options.kill_hold.as_millis() as u64);
     let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
+    let commands = command_runner(control.clone(), tx.clone());
     let mut events = EventStream::new();
     let mut ticker = tokio::time::interval(options.refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -80,7 +83,7 @@ pub async fn run(
             Some(a) = rx.recv() => a,
         };
         if let Some(effect) = app.update(action) {
-            run_effect(control.clone(), effect, tx.clone());
+            run_effect(control.clone(), effect, tx.clone(), &commands);
         }
         if app.quit {
             break "quit";
@@ -99,18 +102,41 @@ fn refresh(control: &dyn Control, log: Option<&LogRing>, from: u64) -> Action {
     Action::Refresh(Box::new(control.snapshot()), lines)
 }
 
-/// Runs an effect on its own task and sends its outcome back as an action.
+/// One task that runs the node commands in the order they were given (`e` pressed twice
+/// must end at the second step, not whichever finished last), each reported back as an
+/// action.
+fn command_runner(
+    control: Arc<dyn Control + Send + Sync>,
+    tx: mpsc::UnboundedSender<Action>,
+) -> mpsc::UnboundedSender<(String, Command)> {
+    let (queue, mut commands) = mpsc::unbounded_channel::<(String, Command)>();
+    tokio::spawn(async move {
+        while let Some((what, command)) = commands.recv().await {
+            let result = act(control.clone(), command).await;
+            if tx.send(Action::CommandDone { what, result }).is_err() {
+                return;
+            }
+        }
+    });
+    queue
+}
+
+/// Runs an effect on its own task (a command in its turn on the command runner) and sends
+/// its outcome back as an action.
 fn run_effect(
     control: Arc<dyn Control + Send + Sync>,
     effect: Effect,
     tx: mpsc::UnboundedSender<Action>,
+    commands: &mpsc::UnboundedSender<(String, Command)>,
 ) {
+    if let Effect::Command { what, command } = effect {
+        let _ = commands.send((what, command));
+        return;
+    }
     tokio::spawn(async move {
         let action = match effect {
-            Effect::Command { what, command } => {
-                let result = act(control, command).await;
-                Action::CommandDone { what, result }
-            }
+            // Taken by the command runner above.
+            Effect::Command { .. } => return,
             Effect::Request { target, request } => {
                 let label = target.label();
                 Action::TesterDone(match send(&control, &target, request).await {

@@ -171,6 +171,65 @@ impl ConnTrend {
     }
 }
 
+/// The counters of an L7 server, pool or route, as rates are taken from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestCounters {
+    pub requests: u64,
+    /// Answers that went wrong: 5xx, response errors and (for a server) failed connects.
+    pub errors: u64,
+}
+
+/// Per-second rates of an L7 server, pool or route.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestRates {
+    pub requests: f64,
+    pub errors: f64,
+}
+
+/// Rates and history of an L7 server, pool or route.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestTrend {
+    base: Option<(u64, RequestCounters)>,
+    pub rates: RequestRates,
+    /// Requests per second, oldest first.
+    pub requests: VecDeque<u64>,
+    /// The p99 response time in µs at each sample (0 without responses), oldest first.
+    pub p99_us: VecDeque<u64>,
+}
+
+impl RequestTrend {
+    /// Folds in the counters (and the current p99) read at `at_ms`.
+    pub fn observe(&mut self, at_ms: u64, c: RequestCounters, p99_us: Option<u64>) {
+        let Some((t0, old)) = self.base else {
+            self.base = Some((at_ms, c));
+            return;
+        };
+        // Counters that went back belong to a new server or pool of the same name (a reload).
+        if c.requests < old.requests || c.errors < old.errors {
+            self.base = Some((at_ms, c));
+            self.rates = RequestRates::default();
+            return;
+        }
+        let span = at_ms.saturating_sub(t0);
+        if span < MIN_SPAN_MS {
+            return;
+        }
+        let secs = span as f64 / 1000.0;
+        let per = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+        let r = RequestRates {
+            requests: per(c.requests, old.requests),
+            errors: per(c.errors, old.errors),
+        };
+        self.rates = r;
+        let samples = (span / 1000).clamp(1, HISTORY_SECS as u64);
+        for _ in 0..samples {
+            push_capped(&mut self.requests, r.requests.round() as u64);
+            push_capped(&mut self.p99_us, p99_us.unwrap_or(0));
+        }
+        self.base = Some((at_ms, c));
+    }
+}
+
 fn push_capped(v: &mut VecDeque<u64>, x: u64) {
     if v.len() >= HISTORY_SECS {
         v.pop_front();
@@ -228,6 +287,25 @@ mod tests {
             ConnRates::default(),
             "a replaced server starts over"
         );
+    }
+
+    #[test]
+    fn request_rates_come_from_deltas_and_keep_the_p99() {
+        let c = |requests, errors| RequestCounters { requests, errors };
+        let mut t = RequestTrend::default();
+        t.observe(0, c(100, 1), Some(900));
+        t.observe(400, c(110, 1), Some(900));
+        assert_eq!(t.rates, RequestRates::default(), "too short to rate");
+        t.observe(2000, c(140, 5), Some(1200));
+        assert_eq!(t.rates.requests, 20.0);
+        assert_eq!(t.rates.errors, 2.0);
+        assert_eq!(t.requests.iter().copied().collect::<Vec<_>>(), [20, 20]);
+        assert_eq!(t.p99_us.iter().copied().collect::<Vec<_>>(), [1200, 1200]);
+        t.observe(3000, c(140, 5), None);
+        assert_eq!(t.rates.requests, 0.0);
+        assert_eq!(t.p99_us.back(), Some(&0), "no responses, no latency");
+        t.observe(4000, c(3, 0), None);
+        assert_eq!(t.rates, RequestRates::default(), "a reload starts over");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use opsconsole::balance::backend::AdminState;
 use opsconsole::balance::health::Phase;
 use opsconsole::control::{
-    CacheSnapshot, ReplicationSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, TrafficSnapshot,
+    AppServerSnapshot, CacheSnapshot, HttpStats, L7Snapshot, ListenerSnapshot, PoolSnapshot,
+    ReplicationSnapshot, RouteSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, TrafficSnapshot,
 };
 use opsconsole::replication::shared::{CopyProgress, LinkPhase, NodeRole, Status};
 use opsconsole::tui::app::{Action, App};
@@ -341,6 +342,145 @@ pub fn balancer() -> Snapshot {
     }
 }
 
+/// An L7 server with HTTP counters: `requests` tried on it (the balancer counts them as its
+/// connections), `errors_5xx` of them answered 5xx, `p99_ms` its recent p99.
+fn http_server(
+    name: &str,
+    port: u16,
+    requests: u64,
+    errors_5xx: u64,
+    p99_ms: u64,
+) -> ServerSnapshot {
+    let mut s = server(
+        name,
+        &format!("127.0.0.1:{port}"),
+        AdminState::Ready,
+        Phase::Up,
+        1,
+    );
+    s.weight = 1;
+    s.configured_weight = 1;
+    s.active = 0;
+    s.inactive = 0;
+    s.total_conns = requests;
+    s.bytes_in = 0;
+    s.bytes_out = 0;
+    s.http = Some(HttpStats {
+        requests: 0,
+        responses: [0, requests - errors_5xx, 0, 0, errors_5xx],
+        response_errors: 0,
+        p50_us: Some(p99_ms * 1000 / 3),
+        p90_us: Some(p99_ms * 1000 * 2 / 3),
+        p99_us: Some(p99_ms * 1000),
+        ..HttpStats::default()
+    });
+    s
+}
+
+fn l7_pool(name: &str, algorithm: &str, servers: Vec<ServerSnapshot>) -> PoolSnapshot {
+    let http = |s: &ServerSnapshot| s.http.clone().unwrap_or_default();
+    let requests: u64 = servers.iter().map(|s| s.total_conns).sum();
+    let fives: u64 = servers.iter().map(|s| http(s).responses[4]).sum();
+    PoolSnapshot {
+        name: name.into(),
+        algorithm: algorithm.into(),
+        active: servers.iter().map(|s| u64::from(s.active)).sum(),
+        retries: fives / 2,
+        redispatches: fives / 2,
+        no_server: 0,
+        queued: 0,
+        queue_timeouts: 0,
+        http: HttpStats {
+            requests,
+            responses: [0, requests - fives / 2, 0, 0, fives / 2],
+            response_errors: 0,
+            p50_us: Some(420),
+            p90_us: Some(1_900),
+            p99_us: Some(212_000),
+            ..HttpStats::default()
+        },
+        servers,
+    }
+}
+
+/// The demo's chain seen from the L7 balancer: listener `front` routes `/` to `pages`
+/// (roundrobin) and `/api/` to `api` (leastconn), both over the demo's three app servers;
+/// app2 is made slow (200 ms) and failing (25%), and api's app3 is drained. The L4 `web`
+/// service in front has the L7 listener as its one server.
+pub fn l7_balancer() -> Snapshot {
+    let mut slow = http_server("app2", 11582, 11_900, 1_500, 212);
+    slow.check_duration_us = Some(410);
+    let pages = l7_pool(
+        "pages",
+        "roundrobin",
+        vec![http_server("app1", 11581, 12_000, 0, 2), slow, {
+            let mut s = http_server("app3", 11583, 24_100, 0, 1);
+            s.weight = 2;
+            s.configured_weight = 2;
+            s
+        }],
+    );
+    let mut api_slow = http_server("app2", 11582, 4_600, 1_150, 212);
+    api_slow.active = 2;
+    let mut drained = http_server("app3", 11583, 3_900, 0, 1);
+    drained.admin = AdminState::Drain;
+    drained.weight = 0;
+    drained.removable = true;
+    drained.state_since_ms = T0 - 42_000;
+    let api = l7_pool(
+        "api",
+        "leastconn",
+        vec![http_server("app1", 11581, 16_200, 0, 2), api_slow, drained],
+    );
+    let route = |path: &str, pool: &PoolSnapshot| RouteSnapshot {
+        host: None,
+        path: path.into(),
+        pool: pool.name.clone(),
+        http: HttpStats {
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+            ..pool.http.clone()
+        },
+    };
+    let front = ListenerSnapshot {
+        name: "front".into(),
+        listen: "127.0.0.1:11590".into(),
+        active_conns: 3,
+        total_conns: pages.http.requests + api.http.requests,
+        no_route: 0,
+        rejected: 0,
+        routes: vec![route("/", &pages), route("/api/", &api)],
+    };
+    let mut l7_server = server("l7", "127.0.0.1:11590", AdminState::Ready, Phase::Up, 1);
+    l7_server.weight = 1;
+    l7_server.configured_weight = 1;
+    let web = service("web", "127.0.0.1:11580", "wlc", vec![l7_server]);
+    let app = |n: u16, latency_ms: u64, error_percent: u8| AppServerSnapshot {
+        name: format!("app{n}"),
+        address: format!("127.0.0.1:{}", 11580 + n),
+        running: true,
+        requests: 30_000,
+        latency_ms,
+        error_percent,
+        errors: if error_percent > 0 { 2_650 } else { 0 },
+    };
+    Snapshot {
+        version: "0.1.0".into(),
+        pid: 4242,
+        uptime_secs: 600,
+        at_ms: T0,
+        caches: Vec::new(),
+        traffic: None,
+        l4: Some(vec![web]),
+        apps: vec![app(1, 0, 0), app(2, 200, 25), app(3, 0, 0)],
+        l7: Some(L7Snapshot {
+            listeners: vec![front],
+            pools: vec![api, pages],
+        }),
+    }
+}
+
 /// An app that has watched `snapshot`'s traffic for a minute (so it has rates and a
 /// sparkline): one refresh a second, traffic rising and falling.
 pub fn app_with(snapshot: Snapshot) -> App {
@@ -372,6 +512,28 @@ pub fn app_with(snapshot: Snapshot) -> App {
             svc.total_conns -= conns;
             svc.bytes_in -= bytes_in;
             svc.bytes_out -= bytes_out;
+        }
+        // L7 servers too: requests (counted as their connections) and 2xx answers.
+        if let Some(l7) = earlier.l7.as_mut() {
+            for pool in &mut l7.pools {
+                let mut requests = 0;
+                for srv in &mut pool.servers {
+                    let n = back * (srv.total_conns / 4_000);
+                    srv.total_conns -= n;
+                    if let Some(h) = srv.http.as_mut() {
+                        h.responses[1] -= n;
+                    }
+                    requests += n;
+                }
+                pool.http.requests -= requests;
+                pool.http.responses[1] -= requests;
+                for l in &mut l7.listeners {
+                    for r in l.routes.iter_mut().filter(|r| r.pool == pool.name) {
+                        r.http.requests -= requests;
+                        r.http.responses[1] -= requests;
+                    }
+                }
+            }
         }
         app.update(Action::Refresh(Box::new(earlier), Vec::new()));
     }

@@ -296,6 +296,39 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// The built-in demo config (`configs/demo.toml`) with every port it names moved to a free
+/// one, the same old port to the same new one everywhere so the sections still point at
+/// each other (the L4 service at the L7 listener, the pools at the app servers, the cache
+/// service at the pair), and its log under `log_dir`.
+pub fn demo_on_free_ports(log_dir: &std::path::Path) -> String {
+    use std::collections::HashMap;
+    let mut moved: HashMap<String, u16> = HashMap::new();
+    let mut port = |old: &str| *moved.entry(old.to_string()).or_insert_with(free_port);
+    let mut out = String::new();
+    for line in opsconsole::config::DEMO_TOML.lines() {
+        let text = line.trim_start();
+        if text.starts_with('#') {
+            out.push_str(line);
+        } else if text.starts_with("dir = ") {
+            out.push_str(&format!("dir = \"{}\"", log_dir.display()));
+        } else if let Some(old) = text.strip_prefix("port = ") {
+            out.push_str(&format!("port = {}", port(old.trim())));
+        } else {
+            let mut rest = line;
+            while let Some(at) = rest.find("127.0.0.1:") {
+                let (before, after) = rest.split_at(at + "127.0.0.1:".len());
+                let digits = after.chars().take_while(char::is_ascii_digit).count();
+                out.push_str(before);
+                out.push_str(&port(&after[..digits]).to_string());
+                rest = &after[digits..];
+            }
+            out.push_str(rest);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Polls `cond` until it is true or the deadline passes.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;

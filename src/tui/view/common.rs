@@ -93,6 +93,17 @@ pub fn rate(r: f64) -> String {
     }
 }
 
+/// A response time in µs for a narrow column; `-` when there is none.
+pub fn latency(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        Some(us) if us < 1000 => format!("{us}µs"),
+        Some(us) if us < 10_000 => format!("{:.1}ms", us as f64 / 1000.0),
+        Some(us) if us < 1_000_000 => format!("{}ms", us / 1000),
+        Some(us) => format!("{:.1}s", us as f64 / 1e6),
+    }
+}
+
 /// A duration in ms as the shortest readable form.
 pub fn age(ms: u64) -> String {
     if ms < 1000 {
@@ -178,6 +189,11 @@ mod tests {
         assert_eq!(bytes(64 << 20), "64M");
         assert_eq!(count(123_456), "123.5k");
         assert_eq!(age(1500), "1.5s");
+        assert_eq!(latency(None), "-");
+        assert_eq!(latency(Some(850)), "850µs");
+        assert_eq!(latency(Some(1_240)), "1.2ms");
+        assert_eq!(latency(Some(201_900)), "201ms");
+        assert_eq!(latency(Some(1_020_000)), "1.0s");
         assert_eq!(age(61_000), "1m01s");
         assert_eq!(clock(3_723_000), "01:02:03");
         assert_eq!(fit("abcdef", 4), "abc…");

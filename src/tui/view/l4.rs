@@ -33,6 +33,8 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 pub fn state_style(s: &ServerSnapshot, theme: &Theme) -> Style {
     match (s.admin, s.health) {
         (AdminState::Maint, _) => theme.stopped,
+        (_, Phase::Up | Phase::GoingDown { .. }) if s.ejected_for_ms.is_some() => theme.down,
+        (AdminState::Ready, Phase::Up) if s.slow_start_pct.is_some() => theme.warning,
         (_, Phase::Down) => theme.down,
         (_, Phase::GoingUp { .. } | Phase::GoingDown { .. }) => theme.warning,
         (AdminState::Drain, Phase::Up) => theme.draining,
@@ -45,6 +47,11 @@ pub fn state_style(s: &ServerSnapshot, theme: &Theme) -> Style {
 /// can go, a full one takes nothing new.
 pub fn state_text(s: &ServerSnapshot) -> String {
     let mut t = s.state_label();
+    if let Some(ms) = s.ejected_for_ms {
+        t.push_str(&format!(" {}s", ms.div_ceil(1000)));
+    } else if let Some(pct) = s.slow_start_pct {
+        t.push_str(&format!(" {pct}%"));
+    }
     if s.removable {
         t.push_str(" empty");
     } else if s.overloaded {
@@ -53,7 +60,7 @@ pub fn state_text(s: &ServerSnapshot) -> String {
     t
 }
 
-fn check_text(s: &ServerSnapshot) -> String {
+pub(super) fn check_text(s: &ServerSnapshot) -> String {
     if s.admin == AdminState::Maint && s.checked {
         return "off (maint)".into();
     }
@@ -66,7 +73,7 @@ fn check_text(s: &ServerSnapshot) -> String {
 }
 
 /// The check's code alone (`L7OK 200`, `L4CON`), for a narrow column.
-fn check_code(s: &ServerSnapshot) -> String {
+pub(super) fn check_code(s: &ServerSnapshot) -> String {
     let full = check_text(s);
     let mut words = full.split(' ');
     let first = words.next().unwrap_or_default();
@@ -477,7 +484,7 @@ fn render_detail(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     });
 }
 
-fn sparkline(
+pub(super) fn sparkline(
     f: &mut Frame,
     theme: &Theme,
     area: Rect,

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod common;
 pub mod l4;
+pub mod l7;
 pub mod log;
 pub mod overview;
 pub mod replication;
@@ -51,6 +52,7 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme) {
         View::Cache => cache::render(f, app, theme, body),
         View::Tester => tester::render(f, app, theme, body),
         View::L4 => l4::render(f, app, theme, body),
+        View::L7 => l7::render(f, app, theme, body),
         View::Log => log::render(f, app, theme, body),
     }
     render_footer(f, app, theme, footer);

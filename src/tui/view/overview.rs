@@ -7,14 +7,15 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
 use super::common::{boxed, bytes, count, fit, link_state, newest, rate, role_badge};
-use super::l4;
+use super::{l4, l7};
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
 
 pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let caches = app.visible_caches();
     // A balancer-only node has no cache table to show, not an empty one.
-    let table_h = if app.snapshot.caches.is_empty() && app.snapshot.l4.is_some() {
+    let balancer = app.snapshot.l4.is_some() || app.snapshot.l7.is_some();
+    let table_h = if app.snapshot.caches.is_empty() && balancer {
         0
     } else {
         (caches.len() as u16 + 3).max(4)
@@ -29,10 +30,16 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     } else {
         0
     };
+    let l7_h = app
+        .snapshot
+        .l7
+        .as_ref()
+        .map_or(0, |l| l.pools.len().max(1) as u16 + 2);
     let traffic_h = u16::from(app.snapshot.traffic.is_some()) * 3;
-    let [table, l4_table, traffic, sparks] = Layout::vertical([
+    let [table, l4_table, l7_table, traffic, sparks] = Layout::vertical([
         Constraint::Length(table_h),
         Constraint::Length(l4_h),
+        Constraint::Length(l7_h),
         Constraint::Length(traffic_h),
         Constraint::Min(0),
     ])
@@ -42,6 +49,9 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     }
     if l4_h > 0 {
         render_services(f, app, theme, l4_table);
+    }
+    if l7_h > 0 {
+        render_pools(f, app, theme, l7_table);
     }
     if let Some(t) = &app.snapshot.traffic {
         let (word, style) = if t.paused {
@@ -197,6 +207,32 @@ fn render_services(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     );
 }
 
+/// One line per L7 pool: servers up, req/s, retries and requests turned away.
+fn render_pools(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let wide = area.width >= 130;
+    let mut lines: Vec<Line> = app
+        .snapshot
+        .l7
+        .iter()
+        .flat_map(|l| &l.pools)
+        .map(|p| {
+            let r = app
+                .l7
+                .pool_trend(&p.name)
+                .map(|t| t.rates)
+                .unwrap_or_default();
+            l7::pool_line(p, r, wide, theme)
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push(Line::from(Span::styled(
+            "  no L7 pool is configured",
+            theme.muted,
+        )));
+    }
+    f.render_widget(Paragraph::new(lines).block(boxed("L7 pools", theme)), area);
+}
+
 /// A sparkline worth of history: its title and samples.
 struct Series {
     title: String,
@@ -238,6 +274,23 @@ fn render_sparklines(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 svc.name,
                 data.len(),
                 rate(trend.rates.cps),
+                peak
+            ),
+            data,
+        });
+    }
+    for p in app.snapshot.l7.iter().flat_map(|l| &l.pools) {
+        let Some(trend) = app.l7.pool_trend(&p.name) else {
+            continue;
+        };
+        let data = newest(&trend.requests, width);
+        let peak = data.iter().copied().max().unwrap_or(0);
+        series.push(Series {
+            title: format!(
+                "{} req/s, last {} s (now {}, peak {})",
+                p.name,
+                data.len(),
+                rate(trend.rates.requests),
                 peak
             ),
             data,
