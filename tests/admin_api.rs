@@ -267,6 +267,10 @@ fn metrics_parse_as_prometheus_text_and_agree_with_the_snapshot() {
     let server = &pool["servers"][0];
     assert_eq!(pool["http"]["requests"], 7);
     assert_eq!(
+        server["http"]["requests"], 7,
+        "each server counts its requests"
+    );
+    assert_eq!(
         sample("opsconsole_l7_pool_requests_total{pool=web,role=l7}"),
         7.0
     );

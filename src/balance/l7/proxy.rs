@@ -414,6 +414,7 @@ impl Proxy {
                 }
             };
             let server = guard.backend();
+            server.http.requests.fetch_add(1, Relaxed);
             if attempt > 0 {
                 server.retries.fetch_add(1, Relaxed);
                 upstream.retries.fetch_add(1, Relaxed);
