@@ -35,27 +35,40 @@ pub enum Sink {
     Ring,
 }
 
+/// A rotation by its config name: `minutely`, `hourly`, `daily` or `never`.
+pub fn parse_rotation(name: &str) -> Option<Rotation> {
+    match name {
+        "minutely" => Some(Rotation::MINUTELY),
+        "hourly" => Some(Rotation::HOURLY),
+        "daily" => Some(Rotation::DAILY),
+        "never" => Some(Rotation::NEVER),
+        _ => None,
+    }
+}
+
+/// A rolling file `file` in `dir` (created if missing); `what` names it in errors (`log`,
+/// `access log`). Validation has checked `rotation`; anything else rotates daily.
+pub fn rolling_file(
+    what: &str,
+    dir: &std::path::Path,
+    file: &str,
+    rotation: &str,
+) -> std::io::Result<RollingFileAppender> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{what} directory {}: {e}", dir.display()))
+    })?;
+    RollingFileAppender::builder()
+        .rotation(parse_rotation(rotation).unwrap_or(Rotation::DAILY))
+        .filename_prefix(file)
+        .build(dir)
+        .map_err(|e| std::io::Error::other(format!("{what} file in {}: {e}", dir.display())))
+}
+
 /// Installs the global subscriber. The guard flushes the file writer when dropped, so `main`
 /// keeps it alive until exit; the ring is returned when `sink` is `Ring`.
 pub fn init(config: &LogConfig, sink: Sink) -> std::io::Result<(WorkerGuard, Option<LogRing>)> {
     let level = parse_level(&config.level).unwrap_or(LevelFilter::INFO);
-    let rotation = match config.rotation.as_str() {
-        "minutely" => Rotation::MINUTELY,
-        "hourly" => Rotation::HOURLY,
-        "never" => Rotation::NEVER,
-        _ => Rotation::DAILY,
-    };
-    std::fs::create_dir_all(&config.dir).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("log directory {}: {e}", config.dir.display()),
-        )
-    })?;
-    let appender = RollingFileAppender::builder()
-        .rotation(rotation)
-        .filename_prefix(&config.file)
-        .build(&config.dir)
-        .map_err(|e| std::io::Error::other(format!("log file in {}: {e}", config.dir.display())))?;
+    let appender = rolling_file("log", &config.dir, &config.file, &config.rotation)?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
     let file_layer = tracing_subscriber::fmt::layer()
         .with_writer(file_writer)

@@ -10,7 +10,7 @@ use super::balance::{
     CheckConfig, L4Config, Problem, ServerConfig, problem, threads_or_cores, unique_listen,
     validate_check, validate_servers, validate_threads,
 };
-use crate::balance::l7::access_log::{self, AccessLogConfig};
+use crate::balance::l7::access_log::AccessLogConfig;
 use crate::balance::l7::route::{Route, RouteTable};
 use crate::balance::passive::PassiveConfig;
 use crate::balance::select::SchedulerKind;
@@ -411,7 +411,7 @@ fn validate_access_log(section: &str, a: &AccessLogConfig) -> Result<(), Problem
         );
         return Err(problem(section, "access_log", Some(&a.file), message));
     }
-    if access_log::rotation(&a.rotation).is_none() {
+    if crate::logging::parse_rotation(&a.rotation).is_none() {
         let message = format!(
             "rotation '{}' in {here} is not one of minutely, hourly, daily, never",
             a.rotation

@@ -627,10 +627,7 @@ impl Config {
                 value: None,
             })),
         };
-        if !matches!(
-            self.log.rotation.as_str(),
-            "minutely" | "hourly" | "daily" | "never"
-        ) {
+        if crate::logging::parse_rotation(&self.log.rotation).is_none() {
             return Err(bad(
                 "log",
                 "rotation",

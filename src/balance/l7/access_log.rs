@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use hyper::{Method, Version};
 use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
 /// `access_log = { ... }` in an `[l7.listeners.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,16 +49,6 @@ pub enum AccessFormat {
     Json,
 }
 
-pub fn rotation(name: &str) -> Option<Rotation> {
-    match name {
-        "minutely" => Some(Rotation::MINUTELY),
-        "hourly" => Some(Rotation::HOURLY),
-        "daily" => Some(Rotation::DAILY),
-        "never" => Some(Rotation::NEVER),
-        _ => None,
-    }
-}
-
 /// An open access log.
 pub struct AccessLog {
     pub config: AccessLogConfig,
@@ -74,18 +63,12 @@ const BACKLOG_LINES: usize = 64 * 1024;
 
 impl AccessLog {
     pub fn open(config: &AccessLogConfig) -> io::Result<AccessLog> {
-        let dir = &config.dir;
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("access log directory {}: {e}", dir.display()),
-            )
-        })?;
-        let appender = RollingFileAppender::builder()
-            .rotation(rotation(&config.rotation).unwrap_or(Rotation::DAILY))
-            .filename_prefix(&config.file)
-            .build(dir)
-            .map_err(|e| io::Error::other(format!("access log in {}: {e}", dir.display())))?;
+        let appender = crate::logging::rolling_file(
+            "access log",
+            &config.dir,
+            &config.file,
+            &config.rotation,
+        )?;
         let (writer, flush) = NonBlockingBuilder::default()
             .buffered_lines_limit(BACKLOG_LINES)
             .thread_name("access-log")
