@@ -44,13 +44,18 @@ impl AdminConfig {
                 .to_string(),
             (None, None) => return Ok(None),
         };
-        if token.len() < MIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        if !usable_token(&token) {
             return Err(format!(
                 "the [admin] token must be at least {MIN_TOKEN} printable characters without spaces"
             ));
         }
         Ok(Some(token))
     }
+}
+
+/// Long enough not to be guessed, and sendable as is in an `Authorization` header.
+fn usable_token(t: &str) -> bool {
+    t.len() >= MIN_TOKEN && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 pub fn validate_admin(a: &AdminConfig) -> Result<(), Problem> {
@@ -63,7 +68,7 @@ pub fn validate_admin(a: &AdminConfig) -> Result<(), Problem> {
         return Err(problem("admin", "token", None, message));
     }
     if let Some(t) = &a.token
-        && (t.len() < MIN_TOKEN || !t.bytes().all(|b| b.is_ascii_graphic()))
+        && !usable_token(t)
     {
         let message = format!(
             "token in [admin] must be at least {MIN_TOKEN} printable characters without spaces"
