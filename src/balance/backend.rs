@@ -560,16 +560,27 @@ impl Backend {
 /// A ready server at a placeholder address, for the pool and persistence tests.
 #[cfg(test)]
 pub(crate) fn test_server(name: &str, weight: u32) -> std::sync::Arc<Backend> {
-    let s = BackendSettings {
+    test_backend(name, &test_settings(weight))
+}
+
+/// Plain settings for tests: `weight`, no limits, rise and fall of 1, no slow start.
+#[cfg(test)]
+pub(crate) fn test_settings(weight: u32) -> BackendSettings {
+    BackendSettings {
         weight,
         max_conns: 0,
         min_conns: 0,
         rise: 1,
         fall: 1,
         slow_start_ms: 0,
-    };
+    }
+}
+
+/// A ready server at a placeholder address with settings `s`, for tests.
+#[cfg(test)]
+pub(crate) fn test_backend(name: &str, s: &BackendSettings) -> std::sync::Arc<Backend> {
     let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-    std::sync::Arc::new(Backend::new(name.into(), addr, &s, AdminState::Ready, 0))
+    std::sync::Arc::new(Backend::new(name.into(), addr, s, AdminState::Ready, 0))
 }
 
 #[cfg(test)]
@@ -579,20 +590,11 @@ mod tests {
 
     fn backend(max: u32, min: u32) -> Arc<Backend> {
         let s = BackendSettings {
-            weight: 2,
             max_conns: max,
             min_conns: min,
-            rise: 1,
-            fall: 1,
-            slow_start_ms: 0,
+            ..test_settings(2)
         };
-        Arc::new(Backend::new(
-            "a".into(),
-            "127.0.0.1:1".parse().expect("addr"),
-            &s,
-            AdminState::Ready,
-            0,
-        ))
+        test_backend("a", &s)
     }
 
     #[test]
@@ -683,20 +685,10 @@ mod tests {
     #[test]
     fn slow_start_ramps_the_share_after_a_return_from_down_or_maintenance() {
         let s = BackendSettings {
-            weight: 2,
-            max_conns: 0,
-            min_conns: 0,
-            rise: 1,
-            fall: 1,
             slow_start_ms: 10_000,
+            ..test_settings(2)
         };
-        let b = Arc::new(Backend::new(
-            "a".into(),
-            "127.0.0.1:1".parse().expect("addr"),
-            &s,
-            AdminState::Ready,
-            0,
-        ));
+        let b = test_backend("a", &s);
         assert_eq!(
             b.ramp_percent(1_000),
             None,

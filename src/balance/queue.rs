@@ -111,24 +111,15 @@ impl Drop for InLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::backend::{AdminState, Backend, BackendSettings};
+    use crate::balance::backend::{Backend, BackendSettings, test_backend, test_settings};
 
     fn limited(max: u32) -> Arc<Backend> {
         let s = BackendSettings {
-            weight: 1,
             max_conns: max,
             min_conns: max - 1,
-            rise: 1,
-            fall: 1,
-            slow_start_ms: 0,
+            ..test_settings(1)
         };
-        Arc::new(Backend::new(
-            "a".into(),
-            "127.0.0.1:1".parse().expect("addr"),
-            &s,
-            AdminState::Ready,
-            0,
-        ))
+        test_backend("a", &s)
     }
 
     fn try_server(b: &Arc<Backend>) -> Pick {
