@@ -342,12 +342,19 @@ struct Placed<'a> {
 }
 
 impl Placed<'_> {
-    fn labels(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("role", self.role.to_string()),
-            (self.group_label, self.group.to_string()),
-            ("server", self.server.name.clone()),
+    fn base(&self) -> [(&'static str, &str); 3] {
+        [
+            ("role", self.role),
+            (self.group_label, self.group),
+            ("server", &self.server.name),
         ]
+    }
+
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        self.base()
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
     }
 }
 
@@ -462,13 +469,8 @@ fn balancers(out: &mut String, s: &Snapshot) {
     );
     for (p, h) in &l7 {
         for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(h.responses) {
-            let l = p.labels();
-            let labels = [
-                (l[0].0, l[0].1.as_str()),
-                (l[1].0, l[1].1.as_str()),
-                (l[2].0, l[2].1.as_str()),
-                ("code", class),
-            ];
+            let [role, group, server] = p.base();
+            let labels = [role, group, server, ("code", class)];
             responses.sample("opsconsole_l7_server_responses_total", &labels, n);
         }
     }
@@ -480,12 +482,7 @@ fn balancers(out: &mut String, s: &Snapshot) {
         "Upstream response time: request sent to response head received.",
     );
     for (p, h) in &l7 {
-        let l = p.labels();
-        let base = [
-            (l[0].0, l[0].1.as_str()),
-            (l[1].0, l[1].1.as_str()),
-            (l[2].0, l[2].1.as_str()),
-        ];
+        let base = p.base();
         let mut cumulative = 0u64;
         for (i, bound) in HISTOGRAM_BOUNDS_US.iter().enumerate() {
             cumulative += h.latency_buckets.get(i).copied().unwrap_or(0);

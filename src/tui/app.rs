@@ -618,19 +618,9 @@ impl App {
                 })
             })
             .collect();
-        if rows.is_empty() {
-            return;
+        if let Some(to) = step_selection(&rows, self.l4_selected.as_ref(), delta) {
+            self.l4_selected = Some(to);
         }
-        // A selection the filter hides gives way to the first server shown.
-        let to = match self
-            .l4_selected
-            .as_ref()
-            .and_then(|r| rows.iter().position(|x| x == r))
-        {
-            Some(at) => offset(at, delta).min(rows.len() - 1),
-            None => 0,
-        };
-        self.l4_selected = Some(rows[to].clone());
     }
 
     fn key(&mut self, act: Act, arg: Option<usize>) -> Option<Effect> {
@@ -1108,6 +1098,21 @@ pub(super) fn state_rank(s: &ServerSnapshot) -> u8 {
         (AdminState::Drain, _) => 4,
         (AdminState::Ready, Phase::Up) => 5,
     }
+}
+
+/// The row `delta` rows from `current` in `rows` (clamped to the ends); a selection not
+/// among the rows (the filter hides it) gives way to the first row. `None` without rows.
+pub(super) fn step_selection<T: PartialEq + Clone>(
+    rows: &[T],
+    current: Option<&T>,
+    delta: isize,
+) -> Option<T> {
+    let last = rows.len().checked_sub(1)?;
+    let to = match current.and_then(|r| rows.iter().position(|x| x == r)) {
+        Some(at) => offset(at, delta).min(last),
+        None => 0,
+    };
+    Some(rows[to].clone())
 }
 
 pub(super) fn offset(at: usize, delta: isize) -> usize {

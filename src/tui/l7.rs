@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::control::{L7Snapshot, ListenerSnapshot, PoolSnapshot, RouteSnapshot, ServerSnapshot};
 
-use super::app::{ServerRef, offset, server_key, server_matches, state_rank};
+use super::app::{ServerRef, server_key, server_matches, state_rank, step_selection};
 use super::trend::{RequestCounters, RequestTrend};
 
 /// The order of servers within an L7 pool.
@@ -249,18 +249,9 @@ impl L7State {
     /// hides gives way to the first server shown.
     pub fn move_by(&mut self, l7: Option<&L7Snapshot>, filter: &str, delta: isize) {
         let rows = self.visible(l7, filter).server_refs();
-        if rows.is_empty() {
-            return;
+        if let Some(to) = step_selection(&rows, self.selected.as_ref(), delta) {
+            self.selected = Some(to);
         }
-        let to = match self
-            .selected
-            .as_ref()
-            .and_then(|r| rows.iter().position(|x| x == r))
-        {
-            Some(at) => offset(at, delta).min(rows.len() - 1),
-            None => 0,
-        };
-        self.selected = Some(rows[to].clone());
     }
 }
 

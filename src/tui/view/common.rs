@@ -4,10 +4,11 @@
 
 use std::collections::VecDeque;
 
+use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
-use ratatui::text::Span;
-use ratatui::widgets::{Block, BorderType};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Paragraph};
 
 use crate::control::CacheSnapshot;
 use crate::replication::shared::{LinkPhase, NodeRole, Status};
@@ -131,6 +132,51 @@ pub fn boxed<'a>(title: impl Into<String>, theme: &Theme) -> Block<'a> {
 }
 
 /// A rectangle of at most `w`×`h` centred in `area`.
+/// A boxed list of balancer lines, scrolled so that `selected_line` stays in sight (the
+/// header row scrolls with the rest); the title says the sort and any filter.
+pub fn server_table(
+    f: &mut Frame,
+    lines: Vec<Line<'_>>,
+    selected_line: usize,
+    mut title: String,
+    filter: &str,
+    theme: &Theme,
+    area: Rect,
+) {
+    let shown = area.height.saturating_sub(2) as usize;
+    let scroll = (selected_line + 1).saturating_sub(shown);
+    if !filter.is_empty() {
+        title.push_str(&format!(" filter: {filter}"));
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(boxed(title, theme))
+            .scroll((scroll as u16, 0)),
+        area,
+    );
+}
+
+/// The server detail panel when no server is selected.
+pub fn no_server_selected(f: &mut Frame, theme: &Theme, area: Rect) {
+    f.render_widget(
+        Paragraph::new("no server selected (j/k select one)")
+            .style(theme.muted)
+            .block(boxed("Server", theme)),
+        area,
+    );
+}
+
+/// The server detail panel's two halves: facts, then sparklines (the facts get more of a
+/// narrow screen).
+pub fn detail_halves(area: Rect) -> [Rect; 2] {
+    let info_share = if area.width < 120 { 60 } else { 50 };
+    Layout::horizontal([
+        Constraint::Percentage(info_share),
+        Constraint::Percentage(100 - info_share),
+    ])
+    .areas(area)
+}
+
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let [r] = Layout::vertical([Constraint::Length(h.min(area.height))])
         .flex(Flex::Center)

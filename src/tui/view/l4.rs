@@ -8,7 +8,9 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
-use super::common::{age, boxed, bytes, count, fit, newest, rate};
+use super::common::{
+    age, boxed, bytes, count, detail_halves, fit, newest, no_server_selected, rate, server_table,
+};
 use crate::balance::backend::AdminState;
 use crate::balance::health::Phase;
 use crate::control::{ServerSnapshot, ServiceSnapshot};
@@ -361,37 +363,23 @@ fn render_table(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             lines.push(cols.sorry(sorry, !svc.quorum_met, theme));
         }
     }
-    // Keep the selected server in sight; the header row scrolls with the rest.
-    let visible = area.height.saturating_sub(2) as usize;
-    let scroll = (selected_line + 1).saturating_sub(visible);
-    let mut title = format!("L4 services (sort: {})", app.l4_sort.label());
-    if !app.filter.is_empty() {
-        title.push_str(&format!(" filter: {}", app.filter));
-    }
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(boxed(title, theme))
-            .scroll((scroll as u16, 0)),
+    server_table(
+        f,
+        lines,
+        selected_line,
+        format!("L4 services (sort: {})", app.l4_sort.label()),
+        &app.filter,
+        theme,
         area,
     );
 }
 
 fn render_detail(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let Some((svc, s)) = app.selected_server() else {
-        f.render_widget(
-            Paragraph::new("no server selected (j/k select one)")
-                .style(theme.muted)
-                .block(boxed("Server", theme)),
-            area,
-        );
+        no_server_selected(f, theme, area);
         return;
     };
-    let info_share = if area.width < 120 { 60 } else { 50 };
-    let [info, sparks] = Layout::horizontal([
-        Constraint::Percentage(info_share),
-        Constraint::Percentage(100 - info_share),
-    ])
-    .areas(area);
+    let [info, sparks] = detail_halves(area);
     let trend = app.l4_trend(&svc.name, Some(&s.name));
     let r = trend.map(|t| t.rates).unwrap_or_default();
     let label = |t: &str| Span::styled(format!("{t:<9}"), theme.muted);

@@ -8,7 +8,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::common::{age, boxed, count, fit, latency, rate};
+use super::common::{
+    age, boxed, count, detail_halves, fit, latency, no_server_selected, rate, server_table,
+};
 use super::l4::{check_code, check_text, sparkline, state_style, state_text};
 use crate::balance::backend::AdminState;
 use crate::control::{
@@ -407,37 +409,23 @@ fn render_table(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             lines.push(cols.server(s, rates, now, selected, theme));
         }
     }
-    // Keep the selected server in sight; the header row scrolls with the rest.
-    let shown = area.height.saturating_sub(2) as usize;
-    let scroll = (selected_line + 1).saturating_sub(shown);
-    let mut title = format!("L7 listeners and pools (sort: {})", app.l7.sort.label());
-    if !app.filter.is_empty() {
-        title.push_str(&format!(" filter: {}", app.filter));
-    }
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(boxed(title, theme))
-            .scroll((scroll as u16, 0)),
+    server_table(
+        f,
+        lines,
+        selected_line,
+        format!("L7 listeners and pools (sort: {})", app.l7.sort.label()),
+        &app.filter,
+        theme,
         area,
     );
 }
 
 fn render_detail(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let Some((pool, s)) = app.selected_l7_server() else {
-        f.render_widget(
-            Paragraph::new("no server selected (j/k select one)")
-                .style(theme.muted)
-                .block(boxed("Server", theme)),
-            area,
-        );
+        no_server_selected(f, theme, area);
         return;
     };
-    let info_share = if area.width < 120 { 60 } else { 50 };
-    let [info, sparks] = Layout::horizontal([
-        Constraint::Percentage(info_share),
-        Constraint::Percentage(100 - info_share),
-    ])
-    .areas(area);
+    let [info, sparks] = detail_halves(area);
     let trend = app.l7.server_trend(&pool.name, &s.name);
     let r = trend.map(|t| t.rates).unwrap_or_default();
     let h = http(s);
