@@ -8,6 +8,7 @@
 //! - `POST /api/v1/commands`: a JSON `Command`; `{"output": ...}` or `{"error": ...}`.
 //! - `GET /metrics`: Prometheus's text format.
 
+pub mod client;
 pub mod metrics;
 pub mod readiness;
 
