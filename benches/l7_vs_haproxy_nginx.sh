@@ -3,7 +3,9 @@
 # nginx's `proxy_pass` on this machine: the same nginx backend (one worker, two servers
 # serving a SMALL_BYTES-byte file), the same load generator (wrk, CONNS kept-alive
 # connections), one proxy thread or worker each, round robin, kept-alive connections to the
-# servers on every side, no health checks, no access logs.
+# servers on every side, no health checks, no access logs. By default every proxy does the
+# header work opsconsole always does (X-Forwarded-For, -Proto and -Host on the request, Via
+# both ways); FORWARD_HEADERS=off leaves HAProxy and nginx at their bare minimum instead.
 #
 # The three proxies take turns, ROUNDS runs each, a freshly started proxy per run (never two
 # at once, so they never compete for the CPU), a WARMUP second unmeasured wrk run first. Every
@@ -29,10 +31,13 @@ WRK_THREADS=${WRK_THREADS:-1}   # wrk threads
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
 SMALL_BYTES=${SMALL_BYTES:-100} # size of the file
 PROXIES=${PROXIES:-haproxy nginx opsconsole}
+FORWARD_HEADERS=${FORWARD_HEADERS:-on}  # on | off (see above)
 HAPROXY=${HAPROXY:-haproxy}
 NGINX=${NGINX:-nginx}
 WRK=${WRK:-wrk}
 
+[[ $FORWARD_HEADERS == on || $FORWARD_HEADERS == off ]] ||
+    die "FORWARD_HEADERS must be on or off (got '$FORWARD_HEADERS')"
 (( ROUNDS >= 2 )) || die "ROUNDS must be at least 2 (got '$ROUNDS')"
 (( THREADS >= 1 )) || die "THREADS must be at least 1 (got '$THREADS')"
 for tool in "$HAPROXY" "$NGINX" "$WRK" curl; do
@@ -111,6 +116,28 @@ start_backend() {
     wait_until_listening "$BACKEND_PID" "$APP2_PORT" "backend nginx" "$dir/error.log"
 }
 
+# The header work opsconsole always does, in HAProxy's and nginx's words (FORWARD_HEADERS=on).
+haproxy_forward_headers() {
+    [[ $FORWARD_HEADERS == on ]] || return 0
+    cat <<'EOF'
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"
+EOF
+}
+
+nginx_forward_headers() {
+    [[ $FORWARD_HEADERS == on ]] || return 0
+    cat <<'EOF'
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Via "1.1 nginx";
+            add_header Via "1.1 nginx";
+EOF
+}
+
 # start_proxy haproxy|nginx|opsconsole: a fresh proxy over app1 and app2; sets PROXY_PID and
 # PROXY_PORT. Runs in this shell (never in $(...)), so the exit trap knows what to stop.
 start_proxy() {
@@ -140,6 +167,7 @@ defaults
 frontend bench
     bind 127.0.0.1:$port
     default_backend app
+$(haproxy_forward_headers)
 backend app
     balance roundrobin
     server app1 127.0.0.1:$APP1_PORT
@@ -162,6 +190,7 @@ EOF
             proxy_set_header Connection \"\";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$remote_addr;
+$(nginx_forward_headers)
         }
     }"
             "$NGINX" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" >"$log" 2>&1 &
@@ -264,7 +293,7 @@ echo "nginx:      $("$NGINX" -v 2>&1)"
 echo "wrk:        $("$WRK" -v 2>&1 | head -1 || true)"
 echo "opsconsole: $("$BIN" --version)"
 echo "proxies:    $THREADS thread(s)/worker(s) each, round robin over 2 nginx servers," \
-    "kept-alive server connections, no checks, no access log"
+    "kept-alive server connections, no checks, no access log, forwarding headers $FORWARD_HEADERS"
 echo "load:       wrk -t $WRK_THREADS, $CONNS kept-alive conns, ${DURATION}s runs after" \
     "${WARMUP}s warmup, $ROUNDS rounds per proxy; backend nginx $BACKEND_WORKERS worker(s);" \
     "a $SMALL_BYTES-byte file"

@@ -112,11 +112,10 @@ impl UpstreamBody {
     /// The whole body went through: the connection can carry the next request.
     fn complete(&mut self) {
         self.write_log(false);
-        if let Some(f) = self.finish.take() {
-            let server = f.guard.backend().clone();
-            if let Some(sender) = f.sender {
-                idle::give_back(server.addr, sender);
-            }
+        if let Some(f) = self.finish.take()
+            && let Some(sender) = f.sender
+        {
+            idle::give_back(f.guard.backend().addr, sender);
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::listener::{Limits, Listener};
-use super::proxy::Proxy;
+use super::proxy::{Peer, Proxy};
 
 /// What the watchdog knows about a connection. Atomics rather than cells only because an
 /// upgraded connection's socket must be `Send`; nothing else shares them.
@@ -188,16 +188,22 @@ pub async fn serve(
     });
     let handler = {
         let state = state.clone();
+        let peer = Rc::new(Peer::new(peer));
         service_fn(move |req| {
             let busy = Busy::new(&state);
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, busy).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &peer, busy).await) }
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_header_size(limits.max_header_bytes)
         .max_buf_size((limits.max_header_bytes + 16 * 1024).max(400 * 1024))
-        .header_read_timeout(None);
+        .header_read_timeout(None)
+        // A response head and its body go out as one buffer in one `write` rather than a
+        // `writev` of several slices: a copy of a chunk costs less than the kernel walking
+        // the slices, which is most of what a small response costs.
+        .writev(false);
     let conn = http.serve_connection(io, handler).with_upgrades();
     tokio::pin!(conn);
     // The watchdog never sleeps longer than one client_header_timeout: a request head that

@@ -9,17 +9,22 @@ use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop headers every message loses.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Hop-by-hop headers every message loses. Names, not strings: a lookup by string would
+/// parse the name again for every message.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 const VIA: &str = "1.1 opsconsole";
 
@@ -45,47 +50,53 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers; with `upgrade`, leaves `Connection: upgrade` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // `keep-alive` (the usual option) is on the fixed list and `upgrade` is decided below,
+    // so only other options need their names parsed.
     let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
+        headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    // One look at each name finds what to remove; a message usually carries one of them
+    // (`Connection`) or none, so this beats a removal attempt for every listed name.
+    let hop = |name: &HeaderName| {
+        HOP_BY_HOP.iter().any(|h| h == name) || (!upgrade && name == header::UPGRADE)
+    };
+    while let Some(name) = headers.keys().find(|n| hop(n)).cloned() {
         headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
 /// A request on its way to a server: hop-by-hop headers out, forwarding headers in.
-/// `host` is the Host the client asked for (the request line's authority or header).
-pub fn forward_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+/// `client` is the client's address as `X-Forwarded-For` carries it (see
+/// [`forwarded_for`]); `host` is the Host the client asked for (the request line's
+/// authority or header).
+pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue, host: Option<HeaderValue>) {
     let upgrade = is_upgrade(headers);
     strip_hop_by_hop(headers, upgrade);
-    let ip = client.to_canonical().to_string();
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    let forwarded_host = HeaderName::from_static("x-forwarded-host");
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    headers.insert(X_FORWARDED_FOR, client.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
         Some(v) => {
-            headers.insert(forwarded_host, v);
+            headers.insert(X_FORWARDED_HOST, v);
         }
         None => {
-            headers.remove(forwarded_host);
+            headers.remove(X_FORWARDED_HOST);
         }
     }
     add_via(headers);
+}
+
+/// A client address as `X-Forwarded-For` writes it (a v4-mapped v6 address as v4), made
+/// once per client connection rather than per request.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A response on its way to the client.
@@ -96,10 +107,10 @@ pub fn forward_response(headers: &mut HeaderMap, upgrade: bool) {
 
 fn add_via(headers: &mut HeaderMap) {
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {VIA}"),
-        None => VIA.to_string(),
+        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {VIA}")).ok(),
+        None => Some(HeaderValue::from_static(VIA)),
     };
-    if let Ok(v) = HeaderValue::from_str(&via) {
+    if let Some(v) = via {
         headers.insert(header::VIA, v);
     }
 }
@@ -168,8 +179,8 @@ mod tests {
         ]);
         forward_request(
             &mut h,
-            "10.1.2.3".parse().expect("ip"),
-            Some("www.example.com"),
+            &forwarded_for("10.1.2.3".parse().expect("ip")),
+            Some(HeaderValue::from_static("www.example.com")),
         );
         assert_eq!(get(&h, "x-forwarded-for"), Some("10.1.2.3"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
@@ -181,7 +192,11 @@ mod tests {
     #[test]
     fn a_v4_mapped_client_is_written_as_v4_and_via_is_appended() {
         let mut h = map(&[("via", "1.0 fred")]);
-        forward_request(&mut h, "::ffff:10.0.0.1".parse().expect("ip"), None);
+        forward_request(
+            &mut h,
+            &forwarded_for("::ffff:10.0.0.1".parse().expect("ip")),
+            None,
+        );
         assert_eq!(get(&h, "x-forwarded-for"), Some("10.0.0.1"));
         assert_eq!(get(&h, "via"), Some("1.0 fred, 1.1 opsconsole"));
         assert!(h.get("x-forwarded-host").is_none());

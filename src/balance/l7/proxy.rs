@@ -73,13 +73,35 @@ fn uri_len(uri: &Uri) -> usize {
     scheme + authority + path
 }
 
-/// The host the client asked for: the absolute URI's authority, else the Host header.
-fn requested_host(req: &Request<Incoming>) -> Option<String> {
+/// The host the client asked for: the absolute URI's authority, else the Host header (a
+/// share of the request's buffer, not a copy).
+fn requested_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+        return HeaderValue::from_str(a.as_str()).ok();
     }
-    let h = req.headers().get(header::HOST)?.to_str().ok()?;
-    (!h.is_empty()).then(|| h.to_string())
+    let h = req.headers().get(header::HOST)?;
+    (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
+}
+
+/// A Host as text; `requested_host` only returns values that are.
+fn host_str(host: &Option<HeaderValue>) -> Option<&str> {
+    host.as_ref().and_then(|h| h.to_str().ok())
+}
+
+/// The client end of a connection, as every request on it is forwarded.
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Its `X-Forwarded-For` value, made once for all the connection's requests.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: headers::forwarded_for(addr.ip()),
+        }
+    }
 }
 
 fn reply(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
@@ -129,7 +151,7 @@ fn begin_entry(
         method: req.method().clone(),
         target: req.uri().to_string(),
         version: req.version(),
-        host: requested_host(req),
+        host: host_str(&requested_host(req)).map(str::to_string),
         referer: header(header::REFERER),
         user_agent: header(header::USER_AGENT),
         request_id: request_id.map(str::to_string),
@@ -214,7 +236,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         busy: Busy,
     ) -> Response<ResponseBody> {
         let limits = self.limits();
@@ -225,7 +247,7 @@ impl Proxy {
         let log = self.access_log();
         let mut entry = log.is_some().then(|| {
             let id = request_id.as_ref().and_then(|(_, v)| v.to_str().ok());
-            Box::new(begin_entry(&req, peer, &self.listener.name, id))
+            Box::new(begin_entry(&req, peer.addr, &self.listener.name, id))
         });
         let mut response = self.respond(req, peer, busy, &limits, &mut entry).await;
         if let Some((name, id)) = request_id {
@@ -249,7 +271,7 @@ impl Proxy {
     async fn respond(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         busy: Busy,
         limits: &Limits,
         entry: &mut Option<Box<Entry>>,
@@ -274,7 +296,7 @@ impl Proxy {
             if changed {
                 view.pools = View::pools_for(&routing, self.seed);
             }
-            let Some(m) = routing.table.route(host.as_deref(), req.uri().path()) else {
+            let Some(m) = routing.table.route(host_str(&host), req.uri().path()) else {
                 self.listener.no_route.fetch_add(1, Relaxed);
                 return reply(
                     StatusCode::NOT_FOUND,
@@ -356,8 +378,8 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
-        host: Option<String>,
+        peer: &Peer,
+        host: Option<HeaderValue>,
         pool: usize,
         upstream: &Upstream,
         settings: &Settings,
@@ -375,15 +397,15 @@ impl Proxy {
             req.headers(),
         );
         let client = Client {
-            ip: peer.ip(),
-            port: peer.port(),
+            ip: peer.addr.ip(),
+            port: peer.addr.port(),
             key,
         };
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        headers::forward_request(&mut headers, peer.ip(), host.as_deref());
+        headers::forward_request(&mut headers, &peer.forwarded_for, host);
         let has_body = !body.is_end_stream();
         let mut out = Outgoing {
             method: parts.method,
@@ -539,10 +561,13 @@ impl Proxy {
                 }
             };
             let request = pending.take().unwrap_or_else(|| out.request(server, keep));
-            let started = Instant::now();
-            let sent =
-                tokio::time::timeout(settings.response_timeout, sender.try_send_request(request))
-                    .await;
+            // One clock read serves both the deadline and the latency.
+            let started = tokio::time::Instant::now();
+            let sent = tokio::time::timeout_at(
+                started + settings.response_timeout,
+                sender.try_send_request(request),
+            )
+            .await;
             let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             match sent {
                 Ok(Ok(resp)) => return Tried::Answered(resp, sender, latency_us),
