@@ -475,3 +475,55 @@ fn opsconsole_attach_in_a_terminal_over_a_headless_demo() {
     drop(demo);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn attach_refuses_what_it_cannot_use_with_the_reason_and_never_echoes_the_token() {
+    let secret = "s3cr3t-attach-token-value";
+    let attach = |args: &[&str], env_token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opsconsole"));
+        command
+            .arg("attach")
+            .args(args)
+            .env_remove("OPSCONSOLE_TOKEN");
+        if let Some(t) = env_token {
+            command.env("OPSCONSOLE_TOKEN", t);
+        }
+        // stdout is a pipe here, as from a script: no terminal for the console.
+        let out = command.output().expect("run opsconsole attach");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("s3cr3t"), "the token is echoed: {stderr}");
+        (out.status.code(), stderr)
+    };
+    for (args, env_token, code, why) in [
+        (&["ftp://127.0.0.1:1"][..], None, 1, "only http:// URLs"),
+        (&["127.0.0.1"][..], None, 1, "expected http://HOST:PORT"),
+        (
+            &["http://127.0.0.1:1", "--refresh-hz", "0"][..],
+            None,
+            1,
+            "--refresh-hz 0",
+        ),
+        (
+            &["http://127.0.0.1:1", "--token", secret, "--token-file", "t"][..],
+            None,
+            2,
+            "cannot be used with",
+        ),
+        (
+            &["http://127.0.0.1:1", "--token", secret][..],
+            None,
+            1,
+            "needs a terminal",
+        ),
+        (
+            &["http://127.0.0.1:1"][..],
+            Some("s3cr3t\nwith a newline"),
+            1,
+            "cannot go in a header",
+        ),
+    ] {
+        let (got, stderr) = attach(args, env_token);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
