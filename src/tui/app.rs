@@ -521,7 +521,10 @@ impl App {
             Action::CommandDone { what, result } => {
                 match result {
                     Ok(out) => self.flash_ok(format!("{what}: {out}")),
-                    Err(e) => self.flash_error(format!("{what} failed: {e}")),
+                    Err(e) => {
+                        self.flash_error(format!("{what} failed: {e}"));
+                        self.forget_failed_change(&what);
+                    }
                 }
                 None
             }
@@ -1133,7 +1136,8 @@ pub(super) fn offset(at: usize, delta: isize) -> usize {
     }
 }
 
-fn command_title(c: &Command) -> String {
+/// How the footer names a command when it reports the outcome.
+pub(super) fn command_title(c: &Command) -> String {
     match c {
         Command::KillPeer { role, .. } => format!("kill {role}'s peer"),
         Command::RevivePeer { role } => format!("revive {role}'s peer"),
