@@ -470,6 +470,10 @@ fn opsconsole_attach_in_a_terminal_over_a_headless_demo() {
     let app2 = api.servers.iter().find(|s| s.name == "app2").expect("app2");
     assert_eq!(app2.admin, AdminState::Drain);
 
+    tmux.keys(&["7"]);
+    tmux.wait_for("the link's log", |s| {
+        s.contains(&format!("Log of the link to {admin}")) && s.contains("connected to the node")
+    });
     tmux.keys(&["q"]);
     assert_restored(&tmux);
     drop(demo);
