@@ -1,7 +1,8 @@
 //! The console: a ratatui face over any `Control`: the node in this process, or a remote one
-//! (`attach`). It takes a snapshot on every tick, turns key presses into `Action`s for `App::update`, and runs
-//! the `Effect`s that come back on tasks of their own, so neither a slow command nor a
-//! slow server ever freezes the screen, and the screen never holds up an engine.
+//! (`attach`). It takes a snapshot on every tick, turns key presses into `Action`s for
+//! `App::update`, and runs the `Effect`s that come back on tasks of their own, so neither a
+//! slow command nor a slow server ever freezes the screen, and the screen never holds up an
+//! engine.
 
 pub mod app;
 pub mod attach;
