@@ -345,8 +345,50 @@ pub struct CommandReply {
     pub output: String,
 }
 
-/// Something that can be watched and steered: the local node, or (later) a remote one.
+/// Something that can be watched and steered: the local node, or a remote one through its
+/// admin API.
 pub trait Control {
+    /// The newest state. Never waits on the network: a remote control answers with the
+    /// last snapshot it fetched.
     fn snapshot(&self) -> Snapshot;
     fn act(&self, command: Command) -> Result<CommandReply, String>;
+    /// How the node is reached, for a node in another process; `None` for the node in this
+    /// process, which cannot be lost.
+    fn remote_link(&self) -> Option<RemoteLink> {
+        None
+    }
+}
+
+/// The console's link to a remote node at one instant, ready to show: how long it has been
+/// in its phase, why it failed, and how old the snapshot on screen is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteLink {
+    /// The node's admin API, `host:port`.
+    pub address: String,
+    pub phase: RemotePhase,
+    /// Time spent in this phase so far.
+    pub for_ms: u64,
+    /// Why the last try failed (down, token refused, or still connecting after a failure).
+    pub error: Option<String>,
+    /// Until the next try, while the node is not reached.
+    pub retry_in_ms: Option<u64>,
+    /// Age of the snapshot on screen; `None` before the first one arrived.
+    pub snapshot_age_ms: Option<u64>,
+    /// How long the link was down before it came back (after a reconnect).
+    pub last_outage_ms: Option<u64>,
+}
+
+/// Where a link to a remote node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemotePhase {
+    /// No answer yet: the first try is under way.
+    Connecting,
+    /// Snapshots arrive.
+    Up,
+    /// The node does not answer (refused, timed out, unexpected reply); retried with a
+    /// growing pause.
+    Down,
+    /// The node answers 401: the token is wrong or missing. Retried slowly, in case the
+    /// node is restarted with this token.
+    Unauthorized,
 }

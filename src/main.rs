@@ -30,6 +30,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Tool::Attach(args)) = &cli.command {
+        return opsconsole::tui::attach::main(args);
+    }
     let config = match Config::load(&cli.run) {
         Ok(c) => c,
         Err(e) => {

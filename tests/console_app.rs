@@ -1028,6 +1028,32 @@ fn l_and_e_step_the_selected_app_servers_latency_and_error_rate() {
 }
 
 #[test]
+fn an_app_server_change_that_failed_is_not_shown_as_made() {
+    // An attached console's node unreachable: the command fails and the snapshots that
+    // follow are the last one again, its time standing still.
+    let mut app = l7_view();
+    ch(&mut app, 'j'); // api/app2: 200 ms, 25% errors
+    let Some(Effect::Command { what, .. }) = ch(&mut app, 'e') else {
+        panic!("e sends a command");
+    };
+    assert_eq!(app.selected_app_server().expect("app2").error_percent, 50);
+    app.update(Action::CommandDone {
+        what,
+        result: Err("not sent: 127.0.0.1:9901 is unreachable".into()),
+    });
+    for _ in 0..3 {
+        app.update(Action::Refresh(Box::new(l7_balancer()), Vec::new()));
+    }
+    let app2 = app.selected_app_server().expect("app2");
+    assert_eq!(
+        (app2.latency_ms, app2.error_percent),
+        (200, 25),
+        "the node's values, not the change that never reached it"
+    );
+    assert!(app.flash.as_ref().is_some_and(|f| f.error));
+}
+
+#[test]
 fn app_keys_on_a_server_that_is_no_demo_app_say_so() {
     let mut app = l7_view();
     ch(&mut app, '2'); // the L4 view: web/l7 is the L7 listener, not an app server

@@ -7,100 +7,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use support::tmux::{Tmux, assert_restored, line_with};
 use support::{demo_on_free_ports, free_port, require_program};
-
-const WAIT: Duration = Duration::from_secs(40);
-
-struct Tmux {
-    socket: PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tmux")
-    }
-
-    fn start(dir: &Path, command: &str) -> Tmux {
-        let t = Tmux {
-            socket: dir.join("tmux.sock"),
-        };
-        let out = t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "console",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            command,
-        ]);
-        assert!(out.status.success(), "tmux new-session: {out:?}");
-        t
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "console"];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    fn text(&self, text: &str) {
-        assert!(
-            self.run(&["send-keys", "-t", "console", "-l", text])
-                .status
-                .success()
-        );
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "console"]).stdout)
-            .into_owned()
-    }
-
-    fn format(&self, f: &str) -> String {
-        String::from_utf8_lossy(
-            &self
-                .run(&["display-message", "-p", "-t", "console", f])
-                .stdout,
-        )
-        .trim()
-        .to_string()
-    }
-
-    /// Polls the screen until `cond` holds; on timeout shows what the screen said.
-    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut screen = String::new();
-        while Instant::now() < deadline {
-            screen = self.screen();
-            if cond(&screen) {
-                return screen;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}; the screen shows:\n{screen}");
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-/// A line of the screen containing all of `words`.
-fn line_with(screen: &str, words: &[&str]) -> bool {
-    screen.lines().any(|l| words.iter().all(|w| l.contains(w)))
-}
 
 fn demo_config(dir: &Path) -> PathBuf {
     let (a, b) = (free_port(), free_port());
@@ -186,26 +96,6 @@ fn start_demo_with(name: &str, write: fn(&Path) -> PathBuf) -> Option<(Tmux, Pat
     let tmux = Tmux::start(&dir, &command);
     tmux.wait_for("the console", |s| s.contains("1 Over"));
     Some((tmux, dir, config))
-}
-
-/// The terminal after the console ended: the shell's screen, cursor shown.
-fn assert_restored(tmux: &Tmux) {
-    let screen = tmux.wait_for("the process to exit", |s| s.contains("EXITED"));
-    assert!(screen.contains("EXITED 0"), "{screen}");
-    assert_eq!(
-        tmux.format("#{alternate_on}"),
-        "0",
-        "left the alternate screen"
-    );
-    assert_eq!(
-        tmux.format("#{cursor_flag}"),
-        "1",
-        "the cursor is visible again"
-    );
-    assert!(
-        !screen.contains('╭'),
-        "no console left on the screen:\n{screen}"
-    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The admin API: the node's `Snapshot` and `Command`s over HTTP/1.1, for `opsconsole ctl`,
 //! remote consoles, scripts and monitoring. Every route but `/healthz` asks for the bearer
-//! token when one is configured; every command is logged with who sent it.
+//! token when one is configured; every command is logged with who sent it. `client` speaks
+//! it from the other side, and `remote` makes a node reached that way a `Control`.
 //!
 //! - `GET /healthz`: the process is alive.
 //! - `GET /readyz`: 200 when the node should get traffic, else 503 with the reasons.
@@ -11,6 +12,7 @@
 pub mod client;
 pub mod metrics;
 pub mod readiness;
+pub mod remote;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

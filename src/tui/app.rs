@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::balance::backend::AdminState;
 use crate::balance::health::Phase;
 use crate::control::{
-    CacheSnapshot, Command, PoolSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WeightChange,
+    CacheSnapshot, Command, PoolSnapshot, RemoteLink, ServerSnapshot, ServiceSnapshot, Snapshot,
+    WeightChange,
 };
 use crate::logging::{LogLevel, LogLine};
 use crate::replication::shared::NodeRole;
@@ -225,6 +226,8 @@ pub enum Action {
     Denied(String),
     /// A refresh: the engines' state and the log lines since the last one.
     Refresh(Box<Snapshot>, Vec<LogLine>),
+    /// How the link to a remote node stands (before each refresh, when attached).
+    RemoteLink(RemoteLink),
     /// A command sent to the node finished.
     CommandDone {
         what: String,
@@ -322,6 +325,8 @@ pub struct App {
     pub help_scroll: usize,
     pub flash: Option<Flash>,
     pub quit: bool,
+    /// The link to the node shown, when it runs in another process (`opsconsole attach`).
+    pub remote: Option<RemoteLink>,
     /// Counts replication checks, so each writes a value of its own.
     checks: u64,
     /// Demo app server changes sent and not yet seen in a snapshot, by app name.
@@ -355,6 +360,7 @@ impl App {
             help_scroll: 0,
             flash: None,
             quit: false,
+            remote: None,
             checks: 0,
             app_changes: BTreeMap::new(),
         }
@@ -499,6 +505,10 @@ impl App {
                 self.refresh(*snapshot, lines);
                 None
             }
+            Action::RemoteLink(link) => {
+                self.remote = Some(link);
+                None
+            }
             Action::Key(act, arg) => self.key(act, arg),
             Action::Edit(e) => {
                 self.edit(e);
@@ -511,7 +521,10 @@ impl App {
             Action::CommandDone { what, result } => {
                 match result {
                     Ok(out) => self.flash_ok(format!("{what}: {out}")),
-                    Err(e) => self.flash_error(format!("{what} failed: {e}")),
+                    Err(e) => {
+                        self.flash_error(format!("{what} failed: {e}"));
+                        self.forget_failed_change(&what);
+                    }
                 }
                 None
             }
@@ -1123,7 +1136,8 @@ pub(super) fn offset(at: usize, delta: isize) -> usize {
     }
 }
 
-fn command_title(c: &Command) -> String {
+/// How the footer names a command when it reports the outcome.
+pub(super) fn command_title(c: &Command) -> String {
     match c {
         Command::KillPeer { role, .. } => format!("kill {role}'s peer"),
         Command::RevivePeer { role } => format!("revive {role}'s peer"),

@@ -120,7 +120,7 @@ use Scope::{Among, Confirm, Global, In, Typing};
 const BALANCERS: &[View] = &[View::L4, View::L7];
 
 pub const BINDINGS: &[Binding] = &[
-    bind!(Global, [k('q'), ctrl('c')], Act::Quit, "quit", "quit the console (the engines stop with it)", acts: false, footer: true),
+    bind!(Global, [k('q'), ctrl('c')], Act::Quit, "quit", "quit (engines in this process stop; an attached node runs on)", acts: false, footer: true),
     bind!(Global, [k('?')], Act::Help, "help", "this help", acts: false, footer: true),
     bind!(Global, [code(KeyCode::Tab)], Act::NextView, "views", "next view", acts: false, footer: true),
     bind!(Global, [code(KeyCode::BackTab)], Act::PrevView, "", "previous view", acts: false, footer: false),

@@ -1,9 +1,11 @@
-//! The console: a ratatui face over any `Control` (the node in this process today). It takes
-//! a snapshot on every tick, turns key presses into `Action`s for `App::update`, and runs
-//! the `Effect`s that come back on tasks of their own, so neither a slow command nor a
-//! slow server ever freezes the screen, and the screen never holds up an engine.
+//! The console: a ratatui face over any `Control`: the node in this process, or a remote one
+//! (`attach`). It takes a snapshot on every tick, turns key presses into `Action`s for
+//! `App::update`, and runs the `Effect`s that come back on tasks of their own, so neither a
+//! slow command nor a slow server ever freezes the screen, and the screen never holds up an
+//! engine.
 
 pub mod app;
+pub mod attach;
 pub mod exchange;
 pub mod keys;
 pub mod l7;
@@ -66,7 +68,11 @@ pub async fn run(
     let why = loop {
         let action = tokio::select! {
             why = &mut stop => break why,
-            _ = ticker.tick() => refresh(control.as_ref(), log.as_ref(), app.log_next),
+            _ = ticker.tick() => {
+                observe(&mut app, control.as_ref(), log.as_ref());
+                terminal.draw(|f| view::render(f, &app, &options.theme))?;
+                continue;
+            }
             ev = next_event(&mut events) => match ev {
                 Some(Ok(Event::Key(key))) => match keys::dispatch(&app, key) {
                     Some(a) => a,
@@ -97,9 +103,14 @@ async fn next_event(events: &mut EventStream) -> Option<io::Result<Event>> {
     std::future::poll_fn(|cx| Pin::new(&mut *events).poll_next(cx)).await
 }
 
-fn refresh(control: &dyn Control, log: Option<&LogRing>, from: u64) -> Action {
-    let lines = log.map(|l| l.since(from)).unwrap_or_default();
-    Action::Refresh(Box::new(control.snapshot()), lines)
+/// One tick's look at the node: how it is reached (a remote node only), its snapshot, and
+/// the log lines the console has not shown yet.
+pub fn observe(app: &mut App, control: &dyn Control, log: Option<&LogRing>) {
+    if let Some(link) = control.remote_link() {
+        app.update(Action::RemoteLink(link));
+    }
+    let lines = log.map(|l| l.since(app.log_next)).unwrap_or_default();
+    app.update(Action::Refresh(Box::new(control.snapshot()), lines));
 }
 
 /// One task that runs the node commands in the order they were given (`e` pressed twice

@@ -5,7 +5,7 @@
 use crate::balance::backend::AdminState;
 use crate::control::{AppServerSnapshot, Command, ServerSnapshot, WeightChange};
 
-use super::app::{Act, App, Effect, Mode, Pending, View};
+use super::app::{Act, App, Effect, Mode, Pending, View, command_title};
 
 /// The latencies `l` and `L` step through, in ms.
 pub const LATENCY_STEPS: [u64; 5] = [0, 10, 50, 200, 1000];
@@ -28,12 +28,14 @@ pub fn step<T: Copy + PartialOrd>(steps: &[T], now: T, up: bool) -> T {
 /// again would step from the old value.
 const CHANGE_HOLD_MS: u64 = 3_000;
 
-/// A demo app server change sent, shown until a snapshot has it.
+/// A demo app server change sent, shown until a snapshot has it or its command fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppChange {
     latency_ms: Option<u64>,
     error_percent: Option<u8>,
     sent_at_ms: u64,
+    /// The title its command's outcome comes back under.
+    sent_as: String,
 }
 
 impl AppChange {
@@ -158,8 +160,15 @@ impl App {
         }
     }
 
+    /// A command failed: a change it carried is not shown any longer. Waiting out the
+    /// hold would not do: the snapshots of an unreachable remote node are the last one
+    /// again, their time standing still.
+    pub(super) fn forget_failed_change(&mut self, what: &str) {
+        self.app_changes.retain(|_, change| change.sent_as != what);
+    }
+
     /// After a refresh: changes sent still show until the snapshot has them (or for a
-    /// while, should the command have failed: its flash says so).
+    /// while, should the command have been lost: the hold runs out).
     pub(super) fn hold_app_changes(&mut self) {
         let now = self.snapshot.at_ms;
         let apps = &mut self.snapshot.apps;
@@ -222,20 +231,22 @@ impl App {
         }
         // Shown at once, so a key pressed again before a snapshot has it steps on from here.
         let held = self.app_changes.remove(&app.name);
+        let command = Command::SetAppBehaviour {
+            name: app.name.clone(),
+            latency_ms,
+            error_percent,
+        };
         let change = AppChange {
             latency_ms: latency_ms.or(held.as_ref().and_then(|h| h.latency_ms)),
             error_percent: error_percent.or(held.as_ref().and_then(|h| h.error_percent)),
             sent_at_ms: self.snapshot.at_ms,
+            sent_as: command_title(&command),
         };
         if let Some(shown) = self.snapshot.apps.iter_mut().find(|a| a.name == app.name) {
             change.apply(shown);
         }
-        self.app_changes.insert(app.name.clone(), change);
-        Some(Effect::command(Command::SetAppBehaviour {
-            name: app.name,
-            latency_ms,
-            error_percent,
-        }))
+        self.app_changes.insert(app.name, change);
+        Some(Effect::command(command))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod fixtures;
 pub mod http;
 pub mod l7;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,6 @@
 //! Log: this process's tracing events, coloured by level, filtered by level and text, and
-//! scrollable (following the newest line unless scrolled back).
+//! scrollable (following the newest line unless scrolled back). Attached to a remote node,
+//! it is the record of the link to it: the node's own log does not travel over the API.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -56,7 +57,11 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     } else {
         format!("{} and worse", app.log_level.label())
     };
-    let mut title = format!("Log ({level}, {} lines", visible.len());
+    let what = match &app.remote {
+        Some(link) => format!("Log of the link to {}", link.address),
+        None => "Log".into(),
+    };
+    let mut title = format!("{what} ({level}, {} lines", visible.len());
     if !app.filter.is_empty() {
         title.push_str(&format!(", filter: {}", app.filter));
     }
@@ -65,10 +70,12 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     }
     title.push(')');
     let body = if lines.is_empty() {
-        vec![Line::from(Span::styled(
-            "no log lines yet (they also go to the log file)",
-            theme.muted,
-        ))]
+        let empty = if app.remote.is_some() {
+            "no link events shown (the node's own log stays with the node: its log file, or journalctl)"
+        } else {
+            "no log lines yet (they also go to the log file)"
+        };
+        vec![Line::from(Span::styled(empty, theme.muted))]
     } else {
         lines
     };

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod common;
 pub mod l4;
 pub mod l7;
+pub mod link;
 pub mod log;
 pub mod overview;
 pub mod replication;
@@ -39,21 +40,47 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme) {
         );
         return;
     }
-    let [header, body, footer] = Layout::vertical([
+    // An attached console whose screen is not live says so under the header.
+    let banner = app
+        .remote
+        .as_ref()
+        .and_then(|link| link::banner(link, theme));
+    let banner_rows = banner.as_ref().map_or(0, |(text, _)| {
+        (text.chars().count() as u16)
+            .div_ceil(area.width.max(1))
+            .clamp(1, 2)
+    });
+    let [header, banner_area, body, footer] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(banner_rows),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
     .areas(area);
     render_header(f, app, theme, header);
-    match app.view {
-        View::Overview => overview::render(f, app, theme, body),
-        View::Replication => replication::render(f, app, theme, body),
-        View::Cache => cache::render(f, app, theme, body),
-        View::Tester => tester::render(f, app, theme, body),
-        View::L4 => l4::render(f, app, theme, body),
-        View::L7 => l7::render(f, app, theme, body),
-        View::Log => log::render(f, app, theme, body),
+    if let Some((text, style)) = banner {
+        f.render_widget(
+            Paragraph::new(text).style(style).wrap(Wrap { trim: true }),
+            banner_area,
+        );
+    }
+    // Until the first snapshot arrives, empty tables would read as a node that runs nothing.
+    let waiting = app
+        .remote
+        .as_ref()
+        .filter(|link| link.snapshot_age_ms.is_none() && app.view != View::Log);
+    if let Some(link) = waiting {
+        link::render_waiting(f, link, theme, body);
+    } else {
+        match app.view {
+            View::Overview => overview::render(f, app, theme, body),
+            View::Replication => replication::render(f, app, theme, body),
+            View::Cache => cache::render(f, app, theme, body),
+            View::Tester => tester::render(f, app, theme, body),
+            View::L4 => l4::render(f, app, theme, body),
+            View::L7 => l7::render(f, app, theme, body),
+            View::Log => log::render(f, app, theme, body),
+        }
     }
     render_footer(f, app, theme, footer);
     match &app.mode {
@@ -64,19 +91,40 @@ pub fn render(f: &mut Frame, app: &App, theme: &Theme) {
 }
 
 fn render_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let wide = area.width >= 110;
+    let views = app.views();
+    let tab = |i: usize, v: &View, wide: bool| {
+        let title = if wide { v.title() } else { v.short_title() };
+        format!(" {} {title} ", i + 1)
+    };
+    // The long titles only where they fit beside the remote node's badge: the tabs are how
+    // one gets around, so they are the last thing to cut.
+    let wide = area.width >= 110 && {
+        let badge = app
+            .remote
+            .as_ref()
+            .map_or(0, |r| link::badge(r, true, theme).width() + 1);
+        let tabs: usize = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| tab(i, v, true).chars().count())
+            .sum();
+        " opsconsole ".len() + badge + tabs <= area.width as usize
+    };
     let mut spans = vec![Span::styled(
         if wide { " opsconsole " } else { " " },
         theme.title,
     )];
-    for (i, v) in app.views().iter().enumerate() {
+    if let Some(remote) = &app.remote {
+        spans.push(link::badge(remote, wide, theme));
+        spans.push(Span::raw(" "));
+    }
+    for (i, v) in views.iter().enumerate() {
         let style = if *v == app.view {
             theme.tab_active
         } else {
             theme.tab
         };
-        let title = if wide { v.title() } else { v.short_title() };
-        spans.push(Span::styled(format!(" {} {title} ", i + 1), style));
+        spans.push(Span::styled(tab(i, v, wide), style));
     }
     spans.push(Span::raw("  "));
     for c in &app.snapshot.caches {
