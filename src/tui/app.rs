@@ -1156,6 +1156,7 @@ fn command_title(c: &Command) -> String {
             WeightChange::Add(d) => format!("weight {pool}/{server} {d:+}"),
             WeightChange::Restore => format!("restore {pool}/{server}'s weight"),
         },
+        Command::Reload => "reload the config".into(),
     }
 }
 
