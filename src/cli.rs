@@ -42,7 +42,7 @@ impl Role {
     about = "A replicated memcached-compatible cache node, L4 and L7 balancer, with a live console",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --role l7 --config configs/l7.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10"
+    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --role l7 --config configs/l7.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10\n  opsconsole ctl --admin http://127.0.0.1:9901 --token-file admin.token show"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -165,6 +165,8 @@ pub enum Tool {
     /// Load generators that measure a server (works against the real memcached too).
     #[command(subcommand)]
     Bench(BenchTarget),
+    /// Steer a running node through its admin API: show, drain, weight, kill-peer, reload...
+    Ctl(crate::ctl::CtlArgs),
 }
 
 #[derive(Debug, Subcommand)]

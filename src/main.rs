@@ -30,6 +30,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Client-side tools: no config, no logging, no engines.
+    if let Some(Tool::Ctl(args)) = &cli.command {
+        return opsconsole::ctl::run(args);
+    }
     let config = match Config::load(&cli.run) {
         Ok(c) => c,
         Err(e) => {
