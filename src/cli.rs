@@ -167,6 +167,10 @@ pub enum Tool {
     Bench(BenchTarget),
     /// Steer a running node through its admin API: show, drain, weight, kill-peer, reload...
     Ctl(crate::ctl::CtlArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::manual::CompletionsArgs),
+    /// Print the man page (roff): opsconsole(1), or a subcommand's, e.g. `manpage ctl`.
+    Manpage(crate::manual::ManpageArgs),
 }
 
 #[derive(Debug, Subcommand)]

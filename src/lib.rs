@@ -11,8 +11,8 @@
 //!
 //! `cli` and `config` describe what to run, `node` runs it, `control` is the one surface
 //! every face (headless, console, API) uses, `logging` keeps the record, `ctl` steers a
-//! running node through its admin API, and `bench` measures servers (ours or the real
-//! memcached) from the outside.
+//! running node through its admin API, `manual` prints completions and man pages, and
+//! `bench` measures servers (ours or the real memcached) from the outside.
 
 pub mod admin;
 pub mod balance;
@@ -24,6 +24,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod logging;
+pub mod manual;
 pub mod node;
 pub mod replication;
 pub mod sync;

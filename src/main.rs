@@ -31,8 +31,11 @@ fn main() -> ExitCode {
         };
     }
     // Client-side tools: no config, no logging, no engines.
-    if let Some(Tool::Ctl(args)) = &cli.command {
-        return opsconsole::ctl::run(args);
+    match &cli.command {
+        Some(Tool::Ctl(args)) => return opsconsole::ctl::run(args),
+        Some(Tool::Completions(args)) => return opsconsole::manual::completions(args),
+        Some(Tool::Manpage(args)) => return opsconsole::manual::manpage(args),
+        _ => {}
     }
     let config = match Config::load(&cli.run) {
         Ok(c) => c,
