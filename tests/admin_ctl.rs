@@ -579,3 +579,49 @@ fn ctl_defaults_to_the_only_cache_role_and_its_failures_have_their_exit_codes() 
     let snap: Snapshot = serde_json::from_str(&json).expect("the snapshot");
     assert_eq!(snap.caches[0].role, "master");
 }
+
+/// `show` over fixed snapshots: a copy in progress, a failover, every server state.
+#[test]
+fn show_renders_copies_failovers_and_every_server_state() {
+    use opsconsole::ctl::show::render;
+    use support::fixtures;
+    let copying = render(&fixtures::copying());
+    for text in [
+        "slave   127.0.0.1:11411",
+        "marugoto copying, not serving",
+        "in 37% (37000/100000 items, 4.6M/12M)",
+        "out 37%",
+        "demo traffic running  cache 40/s: 24000 requests, 3 errors\n",
+    ] {
+        assert!(copying.contains(text), "no {text:?} in\n{copying}");
+    }
+    let failed_over = render(&fixtures::failed_over());
+    for text in [
+        "master  127.0.0.1:11311  stopped",
+        "MASTER (epoch 2)  down (listening)",
+    ] {
+        assert!(failed_over.contains(text), "no {text:?} in\n{failed_over}");
+    }
+    let balancer = render(&fixtures::balancer());
+    for text in [
+        "L4 service cache  127.0.0.1:11211  sh persist 300s",
+        "maint",
+        "drain (empty)",
+        "0 (config 10)",
+        "DOWN 1/2↑",
+        "L4CON connection refused",
+        "sorry (sorry)",
+    ] {
+        assert!(balancer.contains(text), "no {text:?} in\n{balancer}");
+    }
+    let l7 = render(&fixtures::l7_balancer());
+    for text in [
+        "L7 listener front  127.0.0.1:11590",
+        "routes / -> pages, /api/ -> api",
+        "L7 pool api  leastconn",
+        "212ms",
+        "app2  127.0.0.1:11582  up     200ms    25%",
+    ] {
+        assert!(l7.contains(text), "no {text:?} in\n{l7}");
+    }
+}

@@ -108,21 +108,32 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     if let Some(t) = &s.traffic {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "\ndemo traffic {}  cache {}/s: {} requests, {} errors  http {}/s: {} requests, {} errors",
+            "\ndemo traffic {}  cache {}/s: {} requests, {} errors",
             if t.paused { "PAUSED" } else { "running" },
             t.rate_per_sec,
             t.requests,
-            t.errors,
-            t.http_rate_per_sec,
-            t.http_requests,
-            t.http_errors
+            t.errors
         );
+        if t.http_rate_per_sec > 0 {
+            let _ = write!(
+                out,
+                "  http {}/s: {} requests, {} errors",
+                t.http_rate_per_sec, t.http_requests, t.http_errors
+            );
+        }
+        out.push('\n');
     }
     if !s.apps.is_empty() {
         let mut table = Table::new(&[
-            "APP", "ADDRESS", "STATE", "LATENCY", "ERRORS", "REQUESTS", "FAILED",
+            "APP",
+            "ADDRESS",
+            "STATE",
+            "LATENCY",
+            "ERROR RATE",
+            "REQUESTS",
+            "ERRORS",
         ]);
         for a in &s.apps {
             table.row(vec![
