@@ -625,3 +625,42 @@ fn show_renders_copies_failovers_and_every_server_state() {
         assert!(l7.contains(text), "no {text:?} in\n{l7}");
     }
 }
+
+/// A hold longer than the clock can count (`--hold` of u64::MAX seconds, or the largest
+/// `hold_ms` in JSON) holds the link down for good rather than overflowing.
+#[test]
+fn a_peer_held_down_for_longer_than_the_clock_counts_stays_held() {
+    let dir = scratch("ctl-hold");
+    let text = format!(
+        r#"{ADMIN_SECTION}
+[log]
+dir = "{}"
+[master]
+port = 0
+[master.replication]
+listen = "127.0.0.1:0"
+peer = "127.0.0.1:{}"
+"#,
+        dir.join("log").display(),
+        support::free_port()
+    );
+    let node = Node::start(&dir, &text, "master");
+    let held_until = |node: &Node| {
+        node.cache("master")
+            .replication
+            .expect("it replicates")
+            .status
+            .held_until_ms
+    };
+    let out = node.ctl_ok(&["kill-peer", "--hold", &u64::MAX.to_string()]);
+    assert!(out.contains("held down"), "{out}");
+    let century_ms = 100 * 365 * 86_400_000;
+    let now = opsconsole::replication::shared::now_ms();
+    assert!(held_until(&node).is_some_and(|t| t > now + century_ms));
+    node.ctl_ok(&["revive-peer"]);
+    assert_eq!(held_until(&node), None);
+    node.api_ok(r#"{"action":"kill_peer","role":"master","hold_ms":18446744073709551615}"#);
+    assert!(held_until(&node).is_some_and(|t| t > now + century_ms));
+    node.api_ok(r#"{"action":"revive_peer","role":"master"}"#);
+    assert_eq!(held_until(&node), None);
+}
