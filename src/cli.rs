@@ -42,7 +42,7 @@ impl Role {
     about = "A replicated memcached-compatible cache node, L4 and L7 balancer, with a live console",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --role l7 --config configs/l7.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10\n  opsconsole attach http://127.0.0.1:9901 --token-file admin.token"
+    after_help = "Examples:\n  opsconsole --role demo\n  opsconsole --role master --headless -p 11211 -m 64\n  opsconsole --role l4 --config configs/l4.toml --headless\n  opsconsole --role l7 --config configs/l7.toml --headless\n  opsconsole --config configs/master.toml --check-config\n  opsconsole bench cache --addr 127.0.0.1:11211 --conns 50 --duration 10\n  opsconsole ctl --admin http://127.0.0.1:9901 --token-file admin.token show\n  opsconsole attach http://127.0.0.1:9901 --token-file admin.token"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -167,6 +167,12 @@ pub enum Tool {
     Bench(BenchTarget),
     /// The console over a node in another process, through its admin API.
     Attach(crate::tui::attach::AttachArgs),
+    /// Steer a running node through its admin API: show, drain, weight, kill-peer, reload...
+    Ctl(crate::ctl::CtlArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::manual::CompletionsArgs),
+    /// Print the man page (roff): opsconsole(1), or a subcommand's, e.g. `manpage ctl`.
+    Manpage(crate::manual::ManpageArgs),
 }
 
 #[derive(Debug, Subcommand)]

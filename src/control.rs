@@ -1,5 +1,5 @@
 //! The control surface: plain-data snapshots of every engine and the commands an operator can
-//! issue. The console, the headless status line and (later) the admin API all go through
+//! issue. The console, the headless status line, the admin API and `opsconsole ctl` all go through
 //! these types, so each action has exactly one code path.
 
 use serde::{Deserialize, Serialize};
@@ -337,6 +337,10 @@ pub enum Command {
         server: String,
         change: WeightChange,
     },
+    /// Read the config file again and apply it, as SIGHUP does (the balancers' sections;
+    /// cache settings need a restart). Refused, the running config staying, when the new
+    /// one does not load or validate.
+    Reload,
 }
 
 /// The reply to a command.

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! `cli` and `config` describe what to run, `node` runs it, `control` is the one surface
-//! every face (headless, console, API) uses, `logging` keeps the record, and `bench` measures
-//! servers (ours or the real memcached) from the outside.
+//! every face (headless, console, API) uses, `logging` keeps the record, `ctl` steers a
+//! running node through its admin API, `manual` prints completions and man pages, and
+//! `bench` measures servers (ours or the real memcached) from the outside.
 
 pub mod admin;
 pub mod balance;
@@ -20,8 +21,10 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod logging;
+pub mod manual;
 pub mod node;
 pub mod replication;
 pub mod sync;

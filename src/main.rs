@@ -30,8 +30,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Tool::Attach(args)) = &cli.command {
-        return opsconsole::tui::attach::main(args);
+    // Client-side tools: no config, no logging, no engines.
+    match &cli.command {
+        Some(Tool::Attach(args)) => return opsconsole::tui::attach::main(args),
+        Some(Tool::Ctl(args)) => return opsconsole::ctl::run(args),
+        Some(Tool::Completions(args)) => return opsconsole::manual::completions(args),
+        Some(Tool::Manpage(args)) => return opsconsole::manual::manpage(args),
+        _ => {}
     }
     let config = match Config::load(&cli.run) {
         Ok(c) => c,
@@ -114,6 +119,10 @@ async fn run(config: Config, face: Face, ring: Option<LogRing>, args: RunArgs) -
         Ok(n) => Arc::new(n),
         Err(e) => return fatal(&face, e.to_string()),
     };
+    // Set before the admin API opens, so a reload command always has it.
+    node.set_config_source(Box::new(move || {
+        Config::load(&args).map_err(|e| e.to_string())
+    }));
     let admin = CancellationToken::new();
     let admin_tasks = TaskTracker::new();
     if let Some(a) = &config.admin {
@@ -129,7 +138,7 @@ async fn run(config: Config, face: Face, ring: Option<LogRing>, args: RunArgs) -
     );
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangups) => {
-            tokio::spawn(reload_on_hangup(node.clone(), args, hangups));
+            tokio::spawn(reload_on_hangup(node.clone(), hangups));
         }
         Err(e) => tracing::warn!("cannot install the SIGHUP handler; reload is off: {e}"),
     }
@@ -200,20 +209,16 @@ async fn headless(node: &Node, config: &Config, signals: Signals) -> &'static st
     }
 }
 
-/// SIGHUP: re-read the config and apply it to the balancers; a config that does not load or
-/// validate is logged and the running one stays.
-async fn reload_on_hangup(
-    node: Arc<Node>,
-    args: RunArgs,
-    mut hangups: tokio::signal::unix::Signal,
-) {
+/// SIGHUP: re-read the config and apply it to the balancers, as the reload command does; a
+/// config that does not load or validate is logged and the running one stays.
+async fn reload_on_hangup(node: Arc<Node>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
-        match Config::load(&args) {
-            Ok(config) => match node.reload(&config) {
-                Ok(changes) => tracing::info!("SIGHUP: config reloaded: {changes}"),
-                Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
-            },
-            Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
+        // Reading the file and binding new listeners block; keep them off the I/O threads.
+        let reloading = node.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload_from_source()).await {
+            Ok(Ok(done)) => tracing::info!("SIGHUP: {done}"),
+            Ok(Err(e)) => tracing::error!("SIGHUP: {e}"),
+            Err(e) => tracing::error!("SIGHUP: the reload failed: {e}"),
         }
     }
 }

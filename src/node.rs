@@ -172,7 +172,14 @@ pub struct Node {
     /// blocking pool, a test), and what they start must run here.
     runtime: tokio::runtime::Handle,
     started: Instant,
+    /// Where a reload reads the config again; also held while one runs, so a SIGHUP and a
+    /// reload command arriving together apply one after the other.
+    config_source: Mutex<Option<ConfigSource>>,
 }
+
+/// Reads the config again, the way the node first read it (the same file, the same command
+/// line overrides). `main` sets it; a node started from config text (tests) has none.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 impl Node {
     /// Binds every listener first (so a port conflict fails the start cleanly), then starts
@@ -277,6 +284,7 @@ impl Node {
             tracker,
             runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
+            config_source: Mutex::new(None),
         })
     }
 
@@ -318,33 +326,54 @@ impl Node {
         l4_done && l7_done && caches_done
     }
 
-    /// Applies a re-read config to the running balancers (SIGHUP). Cache settings need a
-    /// restart and are left as they are.
+    /// Sets where `reload_from_source` reads the config.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *lock(&self.config_source) = Some(source);
+    }
+
+    /// Reads the config again and applies it: what SIGHUP and `Command::Reload` both do.
+    /// `config reloaded: <changes>`, or why nothing changed.
+    pub fn reload_from_source(&self) -> Result<String, String> {
+        let source = lock(&self.config_source);
+        let load = source
+            .as_ref()
+            .ok_or("this node has no config file to read again")?;
+        let refused = |e: String| format!("reload refused, the running config stays: {e}");
+        let config = load().map_err(refused)?;
+        let changes = self.reload(&config).map_err(refused)?;
+        Ok(format!("config reloaded: {changes}"))
+    }
+
+    /// Applies a re-read config to the running balancers. Cache settings need a restart and
+    /// are left as they are.
     pub fn reload(&self, config: &crate::config::Config) -> Result<String, String> {
-        let mut done = Vec::new();
-        match (&self.l4, &config.l4) {
-            (Some(l4), Some(c)) => {
-                done.push(format!("l4: {}", l4.reload(c).map_err(|e| e.to_string())?))
+        // Roles come and go only with a restart. Checked for both balancers before either
+        // changes, so a refused reload leaves the L4 side as it was too.
+        let roles = [
+            ("l4", "an L4", self.l4.is_some(), config.l4.is_some()),
+            ("l7", "an L7", self.l7.is_some(), config.l7.is_some()),
+        ];
+        for (section, balancer, running, configured) in roles {
+            match (running, configured) {
+                (true, false) => {
+                    return Err(format!(
+                        "the new config has no [{section}] section; {balancer} balancer cannot be removed by a reload"
+                    ));
+                }
+                (false, true) => {
+                    return Err(format!(
+                        "the new config adds [{section}]; starting a role needs a restart"
+                    ));
+                }
+                _ => {}
             }
-            (Some(_), None) => {
-                return Err("the new config has no [l4] section; an L4 balancer cannot be removed by a reload".into());
-            }
-            (None, Some(_)) => {
-                return Err("the new config adds [l4]; starting a role needs a restart".into());
-            }
-            (None, None) => {}
         }
-        match (&self.l7, &config.l7) {
-            (Some(l7), Some(c)) => {
-                done.push(format!("l7: {}", l7.reload(c).map_err(|e| e.to_string())?))
-            }
-            (Some(_), None) => {
-                return Err("the new config has no [l7] section; an L7 balancer cannot be removed by a reload".into());
-            }
-            (None, Some(_)) => {
-                return Err("the new config adds [l7]; starting a role needs a restart".into());
-            }
-            (None, None) => {}
+        let mut done = Vec::new();
+        if let (Some(l4), Some(c)) = (&self.l4, &config.l4) {
+            done.push(format!("l4: {}", l4.reload(c).map_err(|e| e.to_string())?));
+        }
+        if let (Some(l7), Some(c)) = (&self.l7, &config.l7) {
+            done.push(format!("l7: {}", l7.reload(c).map_err(|e| e.to_string())?));
         }
         if done.is_empty() {
             return Ok(
@@ -643,6 +672,7 @@ impl Control for Node {
                 server,
                 change,
             } => actions::set_weight(&*self.pool(&pool)?, &server, change)?,
+            Command::Reload => self.reload_from_source()?,
         };
         Ok(CommandReply { output })
     }

@@ -530,7 +530,9 @@ impl Replicator {
 
     /// Operator action: sever the link and refuse a new one for `hold`.
     pub fn kill(&self, hold: Duration) -> String {
-        let until = now_ms() + hold.as_millis() as u64;
+        // Any hold the API accepts (up to u64::MAX ms) is a hold, never an overflow.
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        let until = now_ms().saturating_add(hold_ms);
         {
             let mut st = self.shared.status();
             st.held_until_ms = Some(until);

@@ -1170,6 +1170,7 @@ pub(super) fn command_title(c: &Command) -> String {
             WeightChange::Add(d) => format!("weight {pool}/{server} {d:+}"),
             WeightChange::Restore => format!("restore {pool}/{server}'s weight"),
         },
+        Command::Reload => "reload the config".into(),
     }
 }
 
