@@ -610,6 +610,8 @@ impl Control for Node {
             Command::RevivePeer { role } => self.revive_peer(&role)?,
             Command::Switchover { role } => {
                 let r = self.replicator(&role)?;
+                // Refused here, with the reason, rather than "started" and failed in the log.
+                r.switchover_possible()?;
                 // The handover takes up to a few seconds; it runs on its own and logs how it
                 // ended, so the caller (a key press, an API request) is not held up.
                 let limit = r.settings.heartbeat_timeout.max(Duration::from_secs(2));

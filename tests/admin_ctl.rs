@@ -394,8 +394,15 @@ fn cache_and_replication_commands_round_trip_through_the_api_and_ctl() {
         !node.cache("master").stopped && streaming(&node)
     });
 
-    // Switchover, sent to whichever is master, back and forth.
+    // Switchover, sent to whichever is master, back and forth. Sent to the slave it is
+    // refused at once, with the reason, rather than started and failed in the log.
     assert_eq!(replication_role(&node, "slave"), Some(NodeRole::Master));
+    let (status, body) = node.api(r#"{"action":"switchover","role":"master"}"#);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("needs this node to be a master"), "{body}");
+    let (code, stderr) = failed(&node.ctl(&["switchover", "--role", "master"]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("SLAVE"), "{stderr}");
     node.api_ok(r#"{"action":"switchover","role":"slave"}"#);
     wait_until("the switchover to the master role", || {
         replication_role(&node, "master") == Some(NodeRole::Master)

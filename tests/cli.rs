@@ -66,6 +66,30 @@ fn check_config_prints_the_effective_config() {
 }
 
 #[test]
+fn check_config_never_prints_a_secret_written_in_the_config() {
+    let dir = empty_dir("secrets");
+    let path = dir.join("secrets.toml");
+    std::fs::write(
+        &path,
+        "[master]\nport = 0\n[master.replication]\nlisten = \"127.0.0.1:0\"\n\
+         secret = \"replication-secret-4711\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789\"\n",
+    )
+    .expect("write");
+    let out = opsconsole(&["--config", path.to_str().expect("utf8"), "--check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    for secret in ["replication-secret-4711", "admin-token-0123456789"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}{stderr}"
+        );
+    }
+    assert!(stdout.contains("secret = \"HIDDEN\""), "{stdout}");
+    assert!(stdout.contains("token = \"HIDDEN\""), "{stdout}");
+}
+
+#[test]
 fn a_broken_config_names_file_line_column_and_value() {
     let dir = std::env::temp_dir().join(format!("opsconsole-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -16,6 +16,9 @@ pub mod l7;
 pub use balance::L4Config;
 pub use l7::L7Config;
 
+/// What `to_toml` shows in place of a secret.
+const HIDDEN: &str = "HIDDEN";
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -815,8 +818,25 @@ impl Config {
     }
 
     /// The effective configuration as TOML, for `--check-config`.
+    /// The effective config as TOML, with secrets written in the config itself (the
+    /// replication `secret`, the admin `token`) shown as `HIDDEN`: this output ends up on
+    /// terminals, in tickets and in CI logs. Files named by `secret_file` and `token_file`
+    /// are shown by path, as they are.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        for cache in [&mut shown.master, &mut shown.slave].into_iter().flatten() {
+            if let Some(r) = &mut cache.replication
+                && r.secret.is_some()
+            {
+                r.secret = Some(HIDDEN.into());
+            }
+        }
+        if let Some(a) = &mut shown.admin
+            && a.token.is_some()
+        {
+            a.token = Some(HIDDEN.into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// Worker threads for the runtime: the largest any cache role asks for.

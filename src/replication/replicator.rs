@@ -478,18 +478,23 @@ impl Replicator {
 
     /// Planned switchover, run on the master: pause writes, wait until the slave has
     /// applied every write, swap roles, resume writes. Nothing acknowledged is lost.
+    /// Whether a switchover can start now: only a master whose slave is streaming can hand
+    /// over without losing a write. The reason when not.
+    pub fn switchover_possible(&self) -> Result<(), String> {
+        let st = self.shared.status();
+        if st.role != NodeRole::Master || st.link != LinkPhase::Streaming {
+            return Err(format!(
+                "switchover needs this node to be a master with a streaming link (it is {} and {})",
+                st.role.label(),
+                st.link.label()
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn switchover(&self, limit: Duration) -> Result<String, String> {
-        let epoch = {
-            let st = self.shared.status();
-            if st.role != NodeRole::Master || st.link != LinkPhase::Streaming {
-                return Err(format!(
-                    "switchover needs this node to be a master with a streaming link (it is {} and {})",
-                    st.role.label(),
-                    st.link.label()
-                ));
-            }
-            st.epoch + 1
-        };
+        self.switchover_possible()?;
+        let epoch = self.shared.status().epoch + 1;
         self.shared.pause_writes(true);
         tracing::info!(
             role = self.engine.role,
