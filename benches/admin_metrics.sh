@@ -27,10 +27,7 @@ TOKEN=bench-token-0123456789abcdef
 
 (( SERVERS >= 1 && SERVERS <= 1000 )) || die "SERVERS must be 1..1000 (got '$SERVERS')"
 (( ROUNDS >= 1 )) || die "ROUNDS must be at least 1 (got '$ROUNDS')"
-for tool in "$HAPROXY" "$NGINX" "$WRK" curl; do
-    command -v "$tool" >/dev/null ||
-        die "'$tool' not found; install the tools with: apt-get install -y haproxy nginx wrk curl"
-done
+need_tools "apt-get install -y haproxy nginx wrk curl" "$HAPROXY" "$NGINX" "$WRK" curl
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=$PWD/target/release/opsconsole

@@ -47,10 +47,7 @@ WRK=${WRK:-wrk}
 (( ROUNDS >= 2 )) || die "ROUNDS must be at least 2 (got '$ROUNDS')"
 (( THREADS >= 1 )) || die "THREADS must be at least 1 (got '$THREADS')"
 [[ $SPLICE == auto || $SPLICE == off ]] || die "SPLICE must be auto or off (got '$SPLICE')"
-for tool in "$HAPROXY" "$NGINX" "$WRK" curl; do
-    command -v "$tool" >/dev/null ||
-        die "'$tool' not found; install the tools with: apt-get install -y haproxy nginx wrk curl"
-done
+need_tools "apt-get install -y haproxy nginx wrk curl" "$HAPROXY" "$NGINX" "$WRK" curl
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=$PWD/target/release/opsconsole

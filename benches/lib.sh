@@ -6,6 +6,16 @@ die() {
     exit 1
 }
 
+# need_tools HINT TOOL...: dies naming the first TOOL not on the PATH, and HINT (how to
+# install them).
+need_tools() {
+    local hint=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "'$tool' not found; install the tools with: $hint"
+    done
+}
+
 # A port nothing listens on, below the usual ephemeral range so client sockets cannot take it.
 free_port() {
     local port tries

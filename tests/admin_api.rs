@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 
 use support::http::{HttpConn, HttpServer, Reply, get};
-use support::{Process, scratch};
+use support::{Process, addr_after, scratch};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -15,15 +15,6 @@ struct Admin {
     addr: SocketAddr,
     /// The balancer's listener.
     proxy: SocketAddr,
-}
-
-/// The address after `marker` in a log line.
-fn addr_after(line: &str, marker: &str) -> SocketAddr {
-    line.split(marker)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("an address after {marker:?} in {line}"))
 }
 
 impl Admin {

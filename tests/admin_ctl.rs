@@ -13,7 +13,7 @@ use opsconsole::balance::backend::AdminState;
 use opsconsole::control::{CacheSnapshot, ServerSnapshot, Snapshot};
 use opsconsole::replication::shared::{LinkPhase, NodeRole};
 use support::http::{HttpConn, HttpServer, get};
-use support::{Process, demo_on_free_ports, scratch, wait_until};
+use support::{Process, addr_after, demo_on_free_ports, scratch, wait_until};
 
 const TOKEN: &str = "ctl-test-token-0123456789";
 
@@ -22,15 +22,6 @@ struct Node {
     _process: Process,
     admin: SocketAddr,
     config: PathBuf,
-}
-
-/// The address after `marker` in a log line.
-fn addr_after(line: &str, marker: &str) -> SocketAddr {
-    line.split(marker)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("an address after {marker:?} in {line}"))
 }
 
 const ADMIN_SECTION: &str =

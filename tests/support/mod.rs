@@ -175,6 +175,15 @@ pub fn spawn_node(args: &[&str]) -> Node {
     }
 }
 
+/// The address after `marker` in a log line.
+pub fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    line.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address after {marker:?} in {line}"))
+}
+
 /// Extracts `ADDR` from the cache's log line `cache ROLE listening on ADDR`.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("cache ") {
