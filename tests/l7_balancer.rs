@@ -81,8 +81,11 @@ routes = [
     let listener = &b.node.snapshot().l7.expect("l7").listeners[0];
     assert_eq!(listener.routes.len(), 4);
     assert!(
-        listener.routes.iter().all(|r| r.http.requests >= 1),
-        "{listener:?}"
+        listener
+            .routes
+            .iter()
+            .all(|r| r.http.requests >= 1 && r.http.p50_us.is_some() && r.http.p99_us.is_some()),
+        "every route counts its requests and the upstream latency: {listener:?}"
     );
 }
 

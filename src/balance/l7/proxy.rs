@@ -26,6 +26,7 @@ use super::retry::{self, Attempt, Failure};
 use super::upstream::{Settings, Upstream};
 use super::{cookie, headers, key, request_id};
 use crate::balance::backend::{Backend, ConnGuard};
+use crate::balance::http_stats::HttpCounters;
 use crate::balance::pool::PoolCursor;
 use crate::balance::queue::{NoSlot, Pick};
 use crate::balance::select::Client;
@@ -318,7 +319,9 @@ impl Proxy {
             e.pool = Some(upstream.name.clone());
         }
         let response = self
-            .forward(req, peer, host, pool, upstream, &settings, busy, entry)
+            .forward(
+                req, peer, host, pool, upstream, route_http, &settings, busy, entry,
+            )
             .await;
         let status = response.status().as_u16();
         route_http.count_status(status);
@@ -382,6 +385,7 @@ impl Proxy {
         host: Option<HeaderValue>,
         pool: usize,
         upstream: &Upstream,
+        route_http: &HttpCounters,
         settings: &Settings,
         busy: Busy,
         entry: &mut Option<Box<Entry>>,
@@ -481,6 +485,7 @@ impl Proxy {
                         continue;
                     }
                     upstream.http.latency.record(latency_us, now);
+                    route_http.latency.record(latency_us, now);
                     if let Some(e) = entry.as_mut() {
                         e.server = Some(server.name.clone());
                         e.upstream_us = Some(latency_us);
