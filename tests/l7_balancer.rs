@@ -237,6 +237,17 @@ fn a_503_is_retried_elsewhere_for_get_but_not_for_post() {
 }
 
 #[test]
+fn a_pool_without_a_server_in_service_answers_503_and_counts_it_once() {
+    let s = servers(&["a"]);
+    let b = Balancer::web("retries = 2", &[&s[0]]);
+    b.state("a", AdminState::Maint);
+    let r = get(b.addr(), "t", "/", &[]).expect("reply");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("no server is available"), "{}", r.text());
+    assert_eq!(b.pool("web").no_server, 1, "one request, one count");
+}
+
+#[test]
 fn a_killed_server_is_ejected_by_checks_and_recovers_after_rise() {
     let mut s = servers(&["a", "b"]);
     let b = Balancer::web(

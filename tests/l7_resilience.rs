@@ -127,6 +127,10 @@ fn requests_for_a_full_server_wait_in_the_queue_and_are_served_in_turn() {
     let pool = b.pool("web");
     assert_eq!((pool.queued, pool.queue_timeouts), (0, 0));
     assert_eq!(pool.servers[0].active, 0);
+    assert_eq!(
+        pool.no_server, 0,
+        "waiting for a slot is not finding no server"
+    );
 }
 
 #[test]

@@ -111,9 +111,13 @@ async fn connect(
     let mut tried: Vec<Arc<Backend>> = Vec::new();
     let timeout = service.connect_timeout();
     loop {
-        let server = cursor
+        let picked = cursor
             .borrow_mut()
-            .pick(&service.pool, &client, &tried, Instant::now())?;
+            .pick(&service.pool, &client, &tried, Instant::now());
+        let Some(server) = picked else {
+            service.pool.no_server.fetch_add(1, Relaxed);
+            return None;
+        };
         if !tried.is_empty() {
             server.retries.fetch_add(1, Relaxed);
         }

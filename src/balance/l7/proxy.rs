@@ -431,7 +431,10 @@ impl Proxy {
                 .await;
             let guard = match slot {
                 Ok(g) => g,
-                Err(NoSlot::Nothing) => break,
+                Err(NoSlot::Nothing) => {
+                    upstream.pool.no_server.fetch_add(1, Relaxed);
+                    break;
+                }
                 Err(NoSlot::TimedOut) => {
                     return reply(
                         StatusCode::SERVICE_UNAVAILABLE,
