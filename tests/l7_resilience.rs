@@ -5,6 +5,8 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -180,4 +182,38 @@ fn bounded_load_hashing_spreads_a_hot_key_that_plain_hashing_keeps_on_one_server
         spread.len() >= 2,
         "a hot key overflows its server: {spread:?}"
     );
+}
+
+#[test]
+fn a_client_that_breaks_off_its_upload_is_not_held_against_the_server() {
+    let s = servers(&["a", "b"]);
+    let b = Balancer::web(
+        "passive = { consecutive_errors = 1, eject_ms = 10000 }",
+        &[&s[0], &s[1]],
+    );
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(b.addr()).expect("connect");
+        c.write_all(
+            b"POST /drain-body HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial",
+        )
+        .expect("send");
+        wait_until("the upload to be on its way to a server", || {
+            b.pool("web").active >= 1
+        });
+        drop(c);
+        wait_until("the proxy to give up on it", || b.pool("web").active == 0);
+    }
+    let pool = b.pool("web");
+    for server in &pool.servers {
+        assert_eq!(
+            (
+                server.ejections,
+                server.http.as_ref().map_or(0, |h| h.response_errors)
+            ),
+            (0, 0),
+            "the client broke off, not {}: {pool:?}",
+            server.name
+        );
+    }
+    assert_eq!(get(b.addr(), "t", "/", &[]).expect("reply").status, 200);
 }

@@ -125,6 +125,10 @@ fn failure_reply(status: StatusCode) -> Response<ResponseBody> {
             status,
             "502 Bad Gateway: the server's connection broke or its answer was invalid.\n",
         ),
+        StatusCode::BAD_REQUEST => reply(
+            status,
+            "400 Bad Request: the request body broke off before its end.\n",
+        ),
         _ => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: no server is available to handle this request.\n",
@@ -526,7 +530,9 @@ impl Proxy {
                     );
                 }
                 Tried::Failed(f) => {
-                    upstream.request_failed(server, settings);
+                    if f.is_server_fault() {
+                        upstream.request_failed(server, settings);
+                    }
                     last = f;
                     let again = may_try_again(f, &out);
                     tried.push(server.clone());
@@ -585,8 +591,13 @@ impl Proxy {
                         fresh_only = true;
                         continue;
                     }
-                    server.http.response_errors.fetch_add(1, Relaxed);
                     tracing::debug!(server = %server.name, "request to {} failed: {}", server.addr, e.error());
+                    // hyper says "user" when the body we gave it failed: the client's upload
+                    // broke off, and the server did nothing wrong.
+                    if e.error().is_user() {
+                        return Tried::Failed(Failure::ClientAborted);
+                    }
+                    server.http.response_errors.fetch_add(1, Relaxed);
                     return Tried::Failed(Failure::Broken);
                 }
                 Err(_) => {

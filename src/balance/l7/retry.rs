@@ -14,6 +14,16 @@ pub enum Failure {
     Timeout,
     /// The request went out and the connection broke before a response head came back.
     Broken,
+    /// The client's request body broke off (it closed or reset mid-upload): nothing to hold
+    /// against the server, and nothing left to send anywhere else.
+    ClientAborted,
+}
+
+impl Failure {
+    /// Whether the failure says something about the server (passive health counts it).
+    pub fn is_server_fault(self) -> bool {
+        !matches!(self, Failure::ClientAborted)
+    }
 }
 
 /// What is known about the request when a try failed.
@@ -45,7 +55,8 @@ pub fn may_retry(failure: Failure, a: Attempt<'_>) -> bool {
         return false; // the client has part of an answer: nothing can be redone
     }
     match failure {
-        Failure::Connect => true, // nothing reached any server
+        Failure::ClientAborted => false, // the rest of the body is gone with the client
+        Failure::Connect => true,        // nothing reached any server
         Failure::Status(s) if !is_retryable_status(s) => false,
         Failure::Status(_) | Failure::Timeout | Failure::Broken => {
             !a.body_sent && (is_idempotent(a.method) || a.retry_non_idempotent)
@@ -61,6 +72,7 @@ pub fn client_status(failure: Failure) -> StatusCode {
         Failure::Status(s) => s,
         Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Failure::Broken => StatusCode::BAD_GATEWAY,
+        Failure::ClientAborted => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -156,5 +168,11 @@ mod tests {
         );
         assert_eq!(client_status(Failure::Timeout), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(client_status(Failure::Broken), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            client_status(Failure::ClientAborted),
+            StatusCode::BAD_REQUEST
+        );
+        assert!(!may_retry(Failure::ClientAborted, get));
+        assert!(!Failure::ClientAborted.is_server_fault() && Failure::Broken.is_server_fault());
     }
 }
