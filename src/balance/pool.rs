@@ -179,13 +179,14 @@ impl PoolCursor {
 
     /// The server for a new connection from `client`, avoiding `tried` (servers this
     /// connection already failed to reach): a real server, or the sorry server when the pool
-    /// is below quorum or none can take it.
+    /// is below quorum or none can take it. `now` is read only for persistence, which most
+    /// pools (every L7 pool) do not have.
     pub fn pick(
         &mut self,
         pool: &Pool,
         client: &Client,
         tried: &[Arc<Backend>],
-        now: Instant,
+        now: impl Fn() -> Instant,
     ) -> Option<Arc<Backend>> {
         self.refresh(pool);
         let t = &self.table;
@@ -198,7 +199,7 @@ impl PoolCursor {
             return sorry();
         }
         if let Some(p) = &t.persistence
-            && let Some(s) = p.lookup(client.ip, now)
+            && let Some(s) = p.lookup(client.ip, now())
             && !was_tried(&s)
             && s.takes_persistent()
             && t.servers.iter().any(|x| Arc::ptr_eq(x, &s))
@@ -212,7 +213,7 @@ impl PoolCursor {
             Some(i) => {
                 let server = t.servers[i].clone();
                 if let Some(p) = &t.persistence {
-                    p.bind(client.ip, &server, now);
+                    p.bind(client.ip, &server, now());
                 }
                 Some(server)
             }
@@ -270,16 +271,16 @@ mod tests {
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
         let is_sorry = |s: Arc<Backend>| Arc::ptr_eq(&s, &sorry);
-        assert!(!is_sorry(c.pick(&p, &client(1), &[], now).expect("pick")));
+        assert!(!is_sorry(c.pick(&p, &client(1), &[], || now).expect("pick")));
         b.set_admin(AdminState::Maint, 1);
         p.changed();
-        let pick = c.pick(&p, &client(1), &[], now).expect("pick");
+        let pick = c.pick(&p, &client(1), &[], || now).expect("pick");
         assert!(is_sorry(pick), "weight 1 < quorum 2");
         a.set_admin(AdminState::Maint, 1);
         p.changed();
-        assert!(is_sorry(c.pick(&p, &client(1), &[], now).expect("pick")));
+        assert!(is_sorry(c.pick(&p, &client(1), &[], || now).expect("pick")));
         assert!(
-            c.pick(&p, &client(1), std::slice::from_ref(&sorry), now)
+            c.pick(&p, &client(1), std::slice::from_ref(&sorry), || now)
                 .is_none()
         );
     }
@@ -290,23 +291,23 @@ mod tests {
         let p = pool(vec![a.clone(), b.clone()], SchedulerKind::Rr, None, 1, true);
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
-        let first = c.pick(&p, &client(9), &[], now).expect("pick");
+        let first = c.pick(&p, &client(9), &[], || now).expect("pick");
         for _ in 0..5 {
-            let again = c.pick(&p, &client(9), &[], now).expect("pick");
+            let again = c.pick(&p, &client(9), &[], || now).expect("pick");
             assert!(Arc::ptr_eq(&first, &again));
         }
         first.set_admin(AdminState::Drain, 1);
         p.changed();
-        let drained = c.pick(&p, &client(9), &[], now).expect("pick");
+        let drained = c.pick(&p, &client(9), &[], || now).expect("pick");
         assert!(
             Arc::ptr_eq(&first, &drained),
             "a draining server keeps its persistent clients"
         );
-        let fresh = c.pick(&p, &client(10), &[], now).expect("pick");
+        let fresh = c.pick(&p, &client(10), &[], || now).expect("pick");
         assert!(!Arc::ptr_eq(&first, &fresh), "but takes no new ones");
         first.set_admin(AdminState::Maint, 2);
         p.changed();
-        let moved = c.pick(&p, &client(9), &[], now).expect("pick");
+        let moved = c.pick(&p, &client(9), &[], || now).expect("pick");
         assert!(
             !Arc::ptr_eq(&first, &moved),
             "maintenance breaks persistence"
@@ -318,7 +319,7 @@ mod tests {
         let p = pool(vec![test_server("a", 1)], SchedulerKind::Rr, None, 1, false);
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
-        assert_eq!(c.pick(&p, &client(1), &[], now).expect("pick").name, "a");
+        assert_eq!(c.pick(&p, &client(1), &[], || now).expect("pick").name, "a");
         p.replace(PoolTable {
             servers: vec![test_server("b", 1)],
             scheduler: SchedulerKind::Wlc,
@@ -327,6 +328,6 @@ mod tests {
             sorry: None,
             quorum: 1,
         });
-        assert_eq!(c.pick(&p, &client(1), &[], now).expect("pick").name, "b");
+        assert_eq!(c.pick(&p, &client(1), &[], || now).expect("pick").name, "b");
     }
 }

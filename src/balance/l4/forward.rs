@@ -113,7 +113,7 @@ async fn connect(
     loop {
         let picked = cursor
             .borrow_mut()
-            .pick(&service.pool, &client, &tried, Instant::now());
+            .pick(&service.pool, &client, &tried, Instant::now);
         let Some(server) = picked else {
             service.pool.no_server.fetch_add(1, Relaxed);
             return None;

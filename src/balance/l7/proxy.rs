@@ -352,7 +352,7 @@ impl Proxy {
         {
             return Some(s);
         }
-        cursor.pick(&upstream.pool, client, tried, Instant::now())
+        cursor.pick(&upstream.pool, client, tried, Instant::now)
     }
 
     /// A server for a try with its slot taken. When the pool limits its servers'
