@@ -155,6 +155,7 @@ fn a_token_in_the_wrong_place_scheme_or_shape_is_refused_and_changes_nothing() {
     let longer = format!("{TOKEN}0");
     let overlong = format!("Authorization: Bearer {TOKEN}{}", "A".repeat(128 * 1024));
     let overlong_prefix = format!("Authorization: Bearer {}", "A".repeat(128 * 1024));
+    let overlong_past_limit = format!("Authorization: Bearer {TOKEN}{}", "A".repeat(1 << 20));
     let refused_headers: Vec<(&str, Vec<String>)> = vec![
         ("no header", vec![]),
         (
@@ -191,6 +192,7 @@ fn a_token_in_the_wrong_place_scheme_or_shape_is_refused_and_changes_nothing() {
         ("a cookie", vec![format!("Cookie: token={TOKEN}")]),
         ("overlong after the token", vec![overlong]),
         ("overlong garbage", vec![overlong_prefix]),
+        ("overlong past the head limit", vec![overlong_past_limit]),
     ];
     for (what, headers) in &refused_headers {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
