@@ -20,7 +20,7 @@ use crate::control::{Command, CommandReply, Snapshot};
 const MAX_REPLY: usize = 64 * 1024 * 1024;
 
 /// Where a node's admin API is, and how to prove we may use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// `host:port`, as given.
     authority: String,
@@ -29,6 +29,24 @@ pub struct Endpoint {
     base: String,
     token: Option<String>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so a new one is a compile error here rather than missing.
+        let Endpoint {
+            authority,
+            base,
+            token,
+            timeout,
+        } = self;
+        f.debug_struct("Endpoint")
+            .field("authority", authority)
+            .field("base", base)
+            .field("token", &crate::config::Redacted(token))
+            .field("timeout", timeout)
+            .finish()
+    }
 }
 
 /// Why a call did not get the node's answer.

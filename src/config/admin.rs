@@ -10,7 +10,7 @@ use super::balance::{Problem, problem};
 /// Shortest token accepted: anything shorter is guessable.
 const MIN_TOKEN: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `ip:port`; loopback unless asked otherwise.
@@ -21,6 +21,22 @@ pub struct AdminConfig {
     /// A file holding the token (trailing newline ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so a new one is a compile error here rather than missing.
+        let AdminConfig {
+            listen,
+            token,
+            token_file,
+        } = self;
+        f.debug_struct("AdminConfig")
+            .field("listen", listen)
+            .field("token", &super::Redacted(token))
+            .field("token_file", token_file)
+            .finish()
+    }
 }
 
 impl Default for AdminConfig {

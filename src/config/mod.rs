@@ -16,8 +16,22 @@ pub mod l7;
 pub use balance::L4Config;
 pub use l7::L7Config;
 
-/// What `to_toml` shows in place of a secret.
+/// What `to_toml` and `{:?}` show in place of a secret.
 const HIDDEN: &str = "HIDDEN";
+
+/// An optional secret as `{:?}` shows it: whether it is set, never what it is. Types holding
+/// a secret or a token write their `Debug` by hand with this, since `{:?}` output ends up in
+/// debug log lines, panic messages and test failures.
+pub struct Redacted<'a, T>(pub &'a Option<T>);
+
+impl<T> std::fmt::Debug for Redacted<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(_) => write!(f, "Some({HIDDEN})"),
+            None => f.write_str("None"),
+        }
+    }
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -186,7 +200,7 @@ pub struct CacheConfig {
 }
 
 /// repcached-style replication (`[master.replication]` / `[slave.replication]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// Where this node accepts its peer (repcached -X is the port). Loopback by default.
@@ -223,6 +237,44 @@ pub struct ReplicationConfig {
     /// Most bytes per second a marugoto copy sends (e.g. "20m"), so a resync cannot
     /// saturate the link; "0" = as fast as the network allows.
     pub copy_bytes_per_sec: String,
+}
+
+impl std::fmt::Debug for ReplicationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so a new one is a compile error here rather than missing.
+        let ReplicationConfig {
+            listen,
+            peer,
+            secret,
+            secret_file,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            reconnect_max_ms,
+            backlog_mb,
+            tombstone_ttl_secs,
+            tombstone_cap,
+            node_id,
+            ack,
+            sync_timeout_ms,
+            copy_bytes_per_sec,
+        } = self;
+        f.debug_struct("ReplicationConfig")
+            .field("listen", listen)
+            .field("peer", peer)
+            .field("secret", &Redacted(secret))
+            .field("secret_file", secret_file)
+            .field("heartbeat_interval_ms", heartbeat_interval_ms)
+            .field("heartbeat_timeout_ms", heartbeat_timeout_ms)
+            .field("reconnect_max_ms", reconnect_max_ms)
+            .field("backlog_mb", backlog_mb)
+            .field("tombstone_ttl_secs", tombstone_ttl_secs)
+            .field("tombstone_cap", tombstone_cap)
+            .field("node_id", node_id)
+            .field("ack", ack)
+            .field("sync_timeout_ms", sync_timeout_ms)
+            .field("copy_bytes_per_sec", copy_bytes_per_sec)
+            .finish()
+    }
 }
 
 impl Default for ReplicationConfig {

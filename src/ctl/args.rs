@@ -11,7 +11,7 @@ use crate::control::WeightChange;
 
 // `opsconsole ctl [--admin URL] [--token T | --token-file F] <subcommand>`. (Plain comments
 // on the argument structs: a doc comment would become the subcommand's about text.)
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[command(after_help = EXIT_CODES)]
 pub struct CtlArgs {
     /// The node's admin API: http://HOST:PORT, its [admin] listen address.
@@ -74,6 +74,26 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}': give between 0 and 3600 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+impl std::fmt::Debug for CtlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so a new one is a compile error here rather than missing.
+        let CtlArgs {
+            admin,
+            token,
+            token_file,
+            timeout,
+            command,
+        } = self;
+        f.debug_struct("CtlArgs")
+            .field("admin", admin)
+            .field("token", &crate::config::Redacted(token))
+            .field("token_file", token_file)
+            .field("timeout", timeout)
+            .field("command", command)
+            .finish()
+    }
 }
 
 /// One operator action on the node.

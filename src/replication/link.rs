@@ -40,7 +40,8 @@ pub struct Hello {
 }
 
 impl Hello {
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// The `Hello` frame (without the greeting that precedes it on a new connection).
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let at = wire::begin_frame(out, Kind::Hello);
         out.extend_from_slice(&wire::PROTOCOL_VERSION.to_le_bytes());
         out.extend_from_slice(&self.node_id.to_le_bytes());
@@ -54,7 +55,8 @@ impl Hello {
         wire::finish_frame(out, at);
     }
 
-    fn decode(body: &[u8]) -> Result<Hello, String> {
+    /// A `Hello` frame's body, checking the protocol version.
+    pub fn decode(body: &[u8]) -> Result<Hello, String> {
         let mut r = Reader::new(body);
         let proto = r.u16().map_err(text)?;
         if proto != wire::PROTOCOL_VERSION {
@@ -174,20 +176,34 @@ async fn handshake(
         let _ = wr.write_all(&refuse_frame(why)).await;
         return Err(why.into());
     }
+    if theirs.node_id == mine.node_id {
+        // Refused before any proof is checked: the proof's transcript names both nodes by
+        // id, and only a peer posing as this node could pass it off as its own.
+        let why = "the peer claims this node's own id";
+        let _ = wr.write_all(&refuse_frame(why)).await;
+        return Err(why.into());
+    }
     if let Some(secret) = r.secret() {
-        let (my_label, their_label): (&[u8], &[u8]) = if dialed {
-            (b"dialer", b"acceptor")
-        } else {
-            (b"acceptor", b"dialer")
+        let (me, peer) = ((mine.node_id, mine.nonce), (theirs.node_id, theirs.nonce));
+        let ((dialer_id, dialer_nonce), (acceptor_id, acceptor_nonce)) =
+            if dialed { (me, peer) } else { (peer, me) };
+        let transcript = auth::Transcript {
+            dialer_id,
+            dialer_nonce,
+            acceptor_id,
+            acceptor_nonce,
         };
-        let proof = auth::proof(secret, my_label, &mine.nonce, &theirs.nonce);
+        let (my_side, their_side) = if dialed {
+            (auth::Side::Dialer, auth::Side::Acceptor)
+        } else {
+            (auth::Side::Acceptor, auth::Side::Dialer)
+        };
+        let proof = auth::proof(secret, my_side, &transcript);
         wr.write_all(&frame(Kind::Auth, |out| out.extend_from_slice(&proof)))
             .await
             .map_err(|e| e.to_string())?;
         let (kind, body) = read_frame(rd, buf).await?;
-        if kind != Kind::Auth
-            || !auth::verify(secret, their_label, &theirs.nonce, &mine.nonce, &body)
-        {
+        if kind != Kind::Auth || !auth::verify(secret, their_side, &transcript, &body) {
             let why = "wrong replication secret";
             let _ = wr.write_all(&refuse_frame(why)).await;
             return Err(why.into());

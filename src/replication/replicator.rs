@@ -20,7 +20,7 @@ use crate::cache::Engine;
 use crate::sync::lock;
 
 /// Resolved replication settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub peer: Option<String>,
     pub secret: Option<Vec<u8>>,
@@ -29,6 +29,28 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// Bytes per second a full copy may send (`None` = unlimited).
     pub copy_rate: Option<u64>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named, so a new one is a compile error here rather than missing.
+        let Settings {
+            peer,
+            secret,
+            heartbeat_interval,
+            heartbeat_timeout,
+            reconnect_max,
+            copy_rate,
+        } = self;
+        f.debug_struct("Settings")
+            .field("peer", peer)
+            .field("secret", &crate::config::Redacted(secret))
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("heartbeat_timeout", heartbeat_timeout)
+            .field("reconnect_max", reconnect_max)
+            .field("copy_rate", copy_rate)
+            .finish()
+    }
 }
 
 /// The link currently holding the single peer slot.

@@ -10,7 +10,7 @@
 use crate::cache::version::Version;
 
 /// Bumped whenever frames or records change incompatibly; peers must match.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of every connection, so a stray client is told apart at once.
 pub const MAGIC: &[u8; 8] = b"OPSREPL\n";
 /// Largest frame accepted; larger means a broken or hostile peer.

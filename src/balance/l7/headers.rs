@@ -92,6 +92,42 @@ pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue, host: Opti
     add_via(headers);
 }
 
+/// Whether a Host value is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a
+/// registered name or IPv4 address from the URI's own characters, or a bracketed IPv6
+/// literal. RFC 9112 §3.2 asks for a 400 otherwise; it also keeps bytes no URI may carry
+/// (spaces, quotes, angle brackets, controls, non-ASCII) out of `X-Forwarded-Host`, the
+/// access log and host routing.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &v[1..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ok {
+            return false;
+        }
+        (&v[..=end], &v[end + 1..])
+    } else {
+        match v.iter().rposition(|&b| b == b':') {
+            Some(at) => (&v[..at], &v[at..]),
+            None => (v, &v[v.len()..]),
+        }
+    };
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+    let host_ok =
+        host.first() == Some(&b'[') || (!host.is_empty() && host.iter().all(|&b| reg_name(b)));
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
 /// A client address as `X-Forwarded-For` writes it (a v4-mapped v6 address as v4), made
 /// once per client connection rather than per request.
 pub fn forwarded_for(client: IpAddr) -> HeaderValue {
@@ -167,6 +203,41 @@ mod tests {
             !is_upgrade(&map(&[("upgrade", "websocket")])),
             "needs Connection: upgrade"
         );
+    }
+
+    #[test]
+    fn host_values_are_checked_against_the_uri_grammar() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "a-b_c~d%41.example",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            &b""[..],
+            b":80",
+            b"a b.example",
+            b"a\0b",
+            b"a\x7fb",
+            b"caf\xe9.example",
+            b"\"<x>\"",
+            b"a.example:80x",
+            b"a.example:123456",
+            b"[::1",
+            b"[]",
+            b"[::g]",
+            b"[::1]x",
+            b"a/b",
+            b"user@host",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

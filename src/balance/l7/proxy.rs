@@ -232,6 +232,15 @@ impl Proxy {
         reply(status, text)
     }
 
+    /// A 400 after which the connection closes: the client sent something no correct
+    /// client sends, so nothing more it sends on this connection is trusted either.
+    fn rejected_closing(&self, text: &'static str) -> Response<ResponseBody> {
+        let mut r = self.rejected(StatusCode::BAD_REQUEST, text);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+
     /// The listener's access log as this worker last saw it.
     fn access_log(&self) -> Local<Option<AccessLog>> {
         let mut v = self.view.borrow_mut();
@@ -283,6 +292,17 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         if uri_len(req.uri()) > limits.max_uri_bytes {
             return self.rejected(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
+        }
+        // RFC 9112 §3.2: more than one Host, or one that is not a host, is a 400. Either
+        // would otherwise reach routing, the access log and X-Forwarded-Host as whatever
+        // bytes the client chose, and two could be read differently by the server behind.
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return self.rejected_closing("400 Bad Request: more than one Host header.\n");
+        }
+        if first.is_some_and(|h| !h.is_empty() && !headers::valid_host(h.as_bytes())) {
+            return self.rejected_closing("400 Bad Request: the Host header is not a host.\n");
         }
         let host = requested_host(&req);
         if host.is_none() && req.version() == Version::HTTP_11 {
@@ -413,7 +433,23 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
+        // RFC 9112 §3.2.2: with an absolute-form target the Host header is replaced by the
+        // target's authority, which is what routing used. Forwarded as the client wrote it,
+        // the server would act on one host while this balancer routed by another.
+        if parts.uri.authority().is_some()
+            && let Some(h) = &host
+        {
+            headers.insert(header::HOST, h.clone());
+        }
         headers::forward_request(&mut headers, &peer.forwarded_for, host);
+        // The length hyper framed the body by, written once and in plain decimal: a client's
+        // `0005` or a repeated `5` forwarded as sent leaves the server to read them its own
+        // way, and a server that reads a different length splits the stream differently.
+        if headers.contains_key(header::CONTENT_LENGTH)
+            && let Some(n) = body.size_hint().exact()
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         let has_body = !body.is_end_stream();
         let mut out = Outgoing {
             method: parts.method,
