@@ -235,6 +235,163 @@ fn impair(ns: &str, dev: &str) -> String {
     }
 }
 
+/// One node of the pair with the namespace and veth end it sits behind.
+struct Side<'a> {
+    node: &'a Proc,
+    ns: &'a str,
+    dev: &'a str,
+}
+
+/// Cuts the link at `cut_at`'s end, checks detection and the split, writes on both sides,
+/// heals, and checks that exactly one master is left (the one with the higher epoch) and
+/// that every write of the split is on both nodes, the newest one where both wrote a key.
+fn partition_cycle(
+    cycle: usize,
+    sides: [&Side; 2],
+    cut_at: &Side,
+    conns: [&mut Conn; 2],
+    acked: &std::sync::atomic::AtomicUsize,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
+    let nodes = [sides[0].node, sides[1].node];
+    let m = if nodes[0].role() == "MASTER" { 0 } else { 1 };
+    let s = 1 - m;
+    assert_eq!(
+        nodes[s].role(),
+        "SLAVE",
+        "cycle {cycle}: one master before the cut"
+    );
+    let epoch: u64 = nodes[m].detailed()["repl_epoch"].parse().expect("epoch");
+    // Acknowledged writes right up to the cut, whichever role node a has now.
+    let acked_now = acked.load(Ordering::Relaxed);
+    wait_within("sync writes acknowledged before the cut", DEADLINE, || {
+        acked.load(Ordering::Relaxed) >= acked_now + 20
+    });
+    let [conn0, conn1] = conns;
+    let mut conns = [conn0, conn1];
+
+    // Nothing tells either side about the cut: no RST, no ICMP; only heartbeats can notice.
+    let marks = [nodes[0].mark(), nodes[1].mark()];
+    let cut = Instant::now();
+    netns::ip(&["-n", cut_at.ns, "link", "set", "dev", cut_at.dev, "down"]).expect("cut");
+    let timeout = Duration::from_millis(HEARTBEAT_TIMEOUT_MS);
+    let limit = timeout + DETECTION_MARGIN;
+    for i in [s, m] {
+        let who = if i == m { "master" } else { "slave" };
+        let (seen, line) = nodes[i].wait_line(marks[i], "replication: link down", limit + DEADLINE);
+        let took = seen.duration_since(cut);
+        println!(
+            "cycle {cycle}: cut at {}: the {who} ({}) noticed after {took:?}",
+            cut_at.dev, nodes[i].name
+        );
+        assert!(
+            line.contains(&format!(
+                "no heartbeat from the peer for {HEARTBEAT_TIMEOUT_MS} ms"
+            )),
+            "cycle {cycle}: the {who} did not notice the cut by heartbeat: {line:?}"
+        );
+        assert!(
+            took <= limit,
+            "cycle {cycle}: the {who} noticed the cut after {took:?} (timeout {timeout:?} + margin {DETECTION_MARGIN:?})"
+        );
+    }
+    let promoted_line = format!("replication: promoted to master (epoch {})", epoch + 1);
+    let (promoted, _) = nodes[s].wait_line(marks[s], &promoted_line, DEADLINE);
+    println!(
+        "cycle {cycle}: the slave promoted itself {:?} after the cut",
+        promoted.duration_since(cut)
+    );
+
+    // The split: both are masters and both take writes. The master waits for its slave to
+    // come back; the slave has taken over with a higher epoch.
+    assert_eq!(
+        nodes[m].role(),
+        "MASTER",
+        "cycle {cycle}: the master stays master"
+    );
+    assert_eq!(
+        nodes[s].role(),
+        "MASTER",
+        "cycle {cycle}: the slave took over"
+    );
+    assert_eq!(nodes[m].detailed()["repl_epoch"], epoch.to_string());
+    assert_eq!(nodes[s].detailed()["repl_epoch"], (epoch + 1).to_string());
+    let mut split: Vec<(String, String)> = Vec::new();
+    for (side, conn) in conns.iter_mut().enumerate() {
+        for i in 0..20 {
+            let (k, v) = (format!("c{cycle}split{side}_{i:02}"), format!("{side}-{i}"));
+            let reply = set(conn, &k, &v);
+            // In sync mode with no peer linked the write is kept locally and the reply says so.
+            assert!(stored_here(&reply), "split write {k} refused: {reply:?}");
+            split.push((k, v));
+        }
+    }
+    // One key written on both sides; the newer write wins on both, whichever side ends up
+    // master: alternately the new master's and the old master's write is the newer one.
+    let contested = format!("contested{cycle}");
+    let (first, last) = if cycle % 2 == 0 { (m, s) } else { (s, m) };
+    assert!(stored_here(&set(conns[first], &contested, "older")));
+    std::thread::sleep(Duration::from_millis(20)); // a distinct, later clock reading
+    assert!(stored_here(&set(conns[last], &contested, "newer")));
+    split.push((contested, "newer".to_string()));
+    // The writers keep going on node a while it has no peer: their writes are kept there
+    // but not acknowledged, and must survive the merge.
+    let refused_now = refused.load(Ordering::Relaxed);
+    wait_within("unconfirmed writes during the split", DEADLINE, || {
+        refused.load(Ordering::Relaxed) >= refused_now + 40
+    });
+
+    // Heal: exactly one master after, the promoted slave (higher epoch).
+    let marks = [nodes[0].mark(), nodes[1].mark()];
+    netns::ip(&["-n", cut_at.ns, "link", "set", "dev", cut_at.dev, "up"]).expect("heal");
+    let paired = wait_within(
+        "one master and a streaming slave after the heal",
+        DEADLINE,
+        || {
+            nodes[0].streaming()
+                && nodes[1].streaming()
+                && nodes[s].role() == "MASTER"
+                && nodes[m].role() == "SLAVE"
+        },
+    );
+    let split_keys: Vec<String> = split.iter().map(|(k, _)| k.clone()).collect();
+    let converged = wait_within("the split's writes on both nodes", DEADLINE, || {
+        nodes.iter().all(|n| {
+            let have = get_all(n.addr(), &split_keys);
+            split.iter().all(|(k, v)| have.get(k) == Some(v))
+        })
+    });
+    let how = if nodes[0].count(marks[0], "partial resync")
+        + nodes[1].count(marks[1], "partial resync")
+        > 0
+    {
+        "a partial resync"
+    } else {
+        "a full copy"
+    };
+    println!(
+        "cycle {cycle}: heal: {} MASTER and {} SLAVE {paired:?} after the link came up ({how}); \
+         every split write on both {:?} after the link came up",
+        nodes[s].name,
+        nodes[m].name,
+        paired + converged
+    );
+    let (ds, dm) = (nodes[s].detailed(), nodes[m].detailed());
+    assert_eq!(
+        ds["repl_epoch"], dm["repl_epoch"],
+        "cycle {cycle}: the epochs agree"
+    );
+    assert_eq!(ds["repl_epoch"], (epoch + 1).to_string());
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.count(marks[i], "replication: promoted"),
+            0,
+            "cycle {cycle}: {} promoted itself after the heal",
+            n.name
+        );
+    }
+}
+
 #[test]
 fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledged_writes() {
     if netns::require().is_none() {
@@ -281,14 +438,14 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     let master = Proc::spawn(
         &net,
         &net.a,
-        "master (namespace a)",
+        "node a",
         &scratch.join("log-a"),
         &args("master", net.a_outside, net.a_ip, net.b_ip),
     );
     let slave = Proc::spawn(
         &net,
         &net.b,
-        "slave (namespace b)",
+        "node b",
         &scratch.join("log-b"),
         &args("slave", net.b_outside, net.b_ip, net.a_ip),
     );
@@ -375,143 +532,42 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
         master.streaming() && slave.streaming()
     });
 
-    // 2. Cut the link in the master's namespace. Nothing tells either side: no RST, no
-    // ICMP; only the heartbeats can notice.
-    let (mark_m, mark_s) = (master.mark(), slave.mark());
-    let cut = Instant::now();
-    netns::ip(&["-n", &net.a, "link", "set", "dev", &net.a_if, "down"]).expect("cut the link");
-    let timeout = Duration::from_millis(HEARTBEAT_TIMEOUT_MS);
-    let limit = timeout + DETECTION_MARGIN;
-    let (seen_s, line_s) = slave.wait_line(mark_s, "replication: link down", limit + DEADLINE);
-    let (seen_m, line_m) = master.wait_line(mark_m, "replication: link down", limit + DEADLINE);
-    let (took_s, took_m) = (seen_s.duration_since(cut), seen_m.duration_since(cut));
-    println!("cut: the slave logged {line_s:?} after {took_s:?}");
-    println!("cut: the master logged {line_m:?} after {took_m:?}");
-    for (who, took, line) in [("slave", took_s, &line_s), ("master", took_m, &line_m)] {
-        assert!(
-            line.contains(&format!(
-                "no heartbeat from the peer for {HEARTBEAT_TIMEOUT_MS} ms"
-            )),
-            "the {who} did not notice the cut by heartbeat: {line:?}"
-        );
-        assert!(
-            took <= limit,
-            "the {who} noticed the cut after {took:?} (timeout {timeout:?} + margin {DETECTION_MARGIN:?})"
+    // 2. Cut, split and heal, three times: the roles swap each time (the promoted slave has
+    // the higher epoch and stays master), and the cut is made at alternate ends.
+    let refusals_before = refused.load(Ordering::Relaxed);
+    let side_a = Side {
+        node: &master,
+        ns: &net.a,
+        dev: &net.a_if,
+    };
+    let side_b = Side {
+        node: &slave,
+        ns: &net.b,
+        dev: &net.b_if,
+    };
+    for cycle in 0..3 {
+        let cut_at = if cycle % 2 == 0 { &side_a } else { &side_b };
+        partition_cycle(
+            cycle,
+            [&side_a, &side_b],
+            cut_at,
+            [&mut on_a, &mut on_b],
+            &acked,
+            &refused,
         );
     }
-    let (promoted, _) = slave.wait_line(
-        mark_s,
-        "replication: promoted to master (epoch 2)",
-        DEADLINE,
-    );
-    println!(
-        "cut: the slave promoted itself {:?} after the cut",
-        promoted.duration_since(cut)
-    );
-
-    // The split: both are masters and both take writes. The master waits for its slave to
-    // come back; the slave has taken over with a higher epoch.
-    assert_eq!(master.role(), "MASTER", "the master stays master");
-    assert_eq!(slave.role(), "MASTER", "the slave took over");
-    assert_eq!(master.detailed()["repl_epoch"], "1");
-    assert_eq!(slave.detailed()["repl_epoch"], "2");
-    let split: Vec<(String, String)> = (0..20)
-        .flat_map(|i| {
-            [
-                (format!("splita{i:02}"), format!("a{i}")),
-                (format!("splitb{i:02}"), format!("b{i}")),
-            ]
-        })
-        .collect();
-    for (k, v) in &split {
-        let c = if k.starts_with("splita") {
-            &mut on_a
-        } else {
-            &mut on_b
-        };
-        let reply = set(c, k, v);
-        // In sync mode with no peer linked the write is kept locally and the reply says so.
-        assert!(stored_here(&reply), "split write {k} refused: {reply:?}");
-    }
-    // One key written on both sides: the later write (on b) is the newest version.
-    assert!(stored_here(&set(&mut on_a, "contested", "from-a")));
-    std::thread::sleep(Duration::from_millis(20)); // a distinct, later clock reading on b
-    assert!(stored_here(&set(&mut on_b, "contested", "from-b")));
-    // The writers keep going on the master while it has no slave: their writes are kept
-    // there but not acknowledged, and must survive the merge.
-    let refused_at_split = refused.load(Ordering::Relaxed);
-    wait_within("unconfirmed writes during the split", DEADLINE, || {
-        refused.load(Ordering::Relaxed) >= refused_at_split + 40
-    });
-
-    // 3. Heal. Exactly one master after: the higher epoch (the promoted slave) stays master.
-    let (mark_m, mark_s) = (master.mark(), slave.mark());
-    let healed = Instant::now();
-    netns::ip(&["-n", &net.a, "link", "set", "dev", &net.a_if, "up"]).expect("heal the link");
-    let paired = wait_within(
-        "one master and a streaming slave after the heal",
-        DEADLINE,
-        || {
-            master.streaming()
-                && slave.streaming()
-                && master.role() == "SLAVE"
-                && slave.role() == "MASTER"
-        },
-    );
-    println!("heal: paired again (b MASTER, a SLAVE) {paired:?} after the link came up");
     stop.store(true, Ordering::Relaxed);
     let writes: Writes = writers
         .into_iter()
         .flat_map(|w| w.join().expect("a sync writer"))
         .collect();
-    wait_within("identical contents after the heal", DEADLINE, || {
-        let (a, b) = (master.detailed(), slave.detailed());
-        a["repl_digest"] == b["repl_digest"]
+    assert!(
+        refused.load(Ordering::Relaxed) > refusals_before,
+        "no write was in flight around the cuts"
+    );
+    wait_within("identical contents at the end", DEADLINE, || {
+        master.detailed()["repl_digest"] == slave.detailed()["repl_digest"]
     });
-    println!(
-        "heal: both digests equal {:?} after the link came up",
-        healed.elapsed()
-    );
-    let how = if master.count(mark_m, "partial resync") + slave.count(mark_s, "partial resync") > 0
-    {
-        "a partial resync"
-    } else {
-        "a full copy"
-    };
-    println!("heal: the rejoin was {how}");
-    let (ms, ss) = (master.detailed(), slave.detailed());
-    assert_eq!(
-        (ms["replication"].as_str(), ss["replication"].as_str()),
-        ("SLAVE", "MASTER")
-    );
-    assert_eq!(ms["repl_epoch"], ss["repl_epoch"], "the epochs agree");
-    assert_eq!(
-        master.count(mark_m, "replication: promoted"),
-        0,
-        "a promotion after the heal"
-    );
-    assert_eq!(
-        slave.count(mark_s, "replication: promoted"),
-        0,
-        "a promotion after the heal"
-    );
-
-    // Every write stored on either side during the split is on both, and the contested key
-    // holds the newer write on both.
-    let split_keys: Vec<String> = split.iter().map(|(k, _)| k.clone()).collect();
-    for node in [&master, &slave] {
-        let have = get_all(node.addr(), &split_keys);
-        for (k, v) in &split {
-            assert_eq!(have.get(k), Some(v), "split write {k} on {}", node.name);
-        }
-        let contested = get_all(node.addr(), &["contested".to_string()]);
-        assert_eq!(
-            contested.get("contested").map(String::as_str),
-            Some("from-b"),
-            "on {}",
-            node.name
-        );
-    }
 
     // No acknowledged sync write is lost: every STORED key is on both nodes.
     let stored: Vec<&(String, String, String)> =
@@ -534,6 +590,11 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
             &lost[..lost.len().min(10)]
         );
     }
+    let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for w in &writes {
+        *kinds.entry(w.2.as_str()).or_default() += 1;
+    }
+    println!("sync writer replies: {kinds:?}");
     println!(
         "sync writer: {} writes, {} acknowledged (all present on both after the heal), \
          {unconfirmed} answered with an error (not acknowledged)",

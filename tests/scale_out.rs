@@ -333,3 +333,93 @@ fn three_pairs_behind_a_ketama_client_survive_the_loss_of_one_master() {
     drop(script);
     drop(balancer);
 }
+
+/// A node that rejoins its pair empty (a restarted master) refuses data commands until its
+/// marugoto copy is complete. The balancer's `memcached` check must count it as down until
+/// then: `fo` prefers it (the highest weight), and every client sent there would get
+/// `SERVER_ERROR ... not serving yet` for as long as the copy takes.
+#[test]
+fn the_balancer_sends_no_client_to_a_node_still_receiving_its_copy() {
+    let dir = support::scratch("scale-out-copying");
+    // A copy of 20 MB paced at 1 MiB/s (the slowest the heartbeat timeout allows) keeps the
+    // joining node refusing for many seconds.
+    let section = "heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 1000\nreconnect_max_ms = 300\n\
+                   copy_bytes_per_sec = \"1m\"\n";
+    let config = dir.join("repl.toml");
+    std::fs::write(
+        &config,
+        format!("[master.replication]\n{section}\n[slave.replication]\n{section}"),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path").to_string();
+    let repl = (free_port(), free_port());
+    let master = spawn(&args(repl, &config, "master"));
+    let mut c = support::conn::Conn::connect(master.addr);
+    for start in (0..2000).step_by(100) {
+        let mut batch = String::new();
+        for i in start..start + 100 {
+            batch.push_str(&format!(
+                "set item{i:05} 0 0 10000 noreply\r\n{i:0>10000}\r\n"
+            ));
+        }
+        batch.push_str("mn\r\n");
+        c.send(batch.as_bytes());
+        assert_eq!(c.line(), "MN");
+    }
+    c.send(b"set probe 0 0 2\r\nok\r\n");
+    assert_eq!(c.line(), "STORED");
+
+    let joining = spawn(&args(repl, &config, "slave"));
+    support::wait_until("the joining node to be copying", || {
+        stats(joining.addr, false)["repl_serving"] == "no"
+    });
+
+    // The joining node first (weight 100), the complete one behind it.
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let l4 = format!(
+        "[l4]\nthreads = 1\n[l4.services.pair]\nlisten = \"{listen}\"\nscheduler = \"fo\"\nretries = 1\n\
+         servers = [\n  {{ name = \"joining\", address = \"{}\", weight = 100 }},\n  \
+         {{ name = \"complete\", address = \"{}\", weight = 1 }},\n]\n\
+         [l4.services.pair.check]\ntype = \"memcached\"\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 1\n",
+        joining.addr, master.addr
+    );
+    let l4_path = dir.join("l4.toml");
+    std::fs::write(&l4_path, &l4).expect("write l4 config");
+    let balancer = Process::spawn(&[
+        "--headless",
+        "--role",
+        "l4",
+        "--config",
+        l4_path.to_str().expect("utf-8 path"),
+        "--log-dir",
+        dir.join("log").to_str().expect("utf-8 path"),
+    ]);
+    balancer.wait_for("l4 service pair listening on");
+    let get_probe = || {
+        let mut c = support::conn::Conn::connect(listen);
+        c.send(b"get probe\r\n");
+        c.line()
+    };
+    // Servers start up; one failed check takes the joining node out.
+    support::wait_until(
+        "the balancer to stop sending clients to the copying node",
+        || get_probe() == "VALUE probe 0 2",
+    );
+    let line = balancer.wait_for("server joining in pair is DOWN");
+    assert!(
+        line.contains("marugoto copy in progress"),
+        "the check said {line:?}"
+    );
+    assert_eq!(
+        stats(joining.addr, false)["repl_serving"],
+        "no",
+        "the copy finished before the check could be judged; slow it down"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get_probe(),
+            "VALUE probe 0 2",
+            "a client was sent to the copying node"
+        );
+    }
+}
