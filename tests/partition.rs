@@ -252,6 +252,7 @@ fn partition_cycle(
     conns: [&mut Conn; 2],
     acked: &std::sync::atomic::AtomicUsize,
     refused: &std::sync::atomic::AtomicUsize,
+    bulk: usize,
 ) {
     let nodes = [sides[0].node, sides[1].node];
     let m = if nodes[0].role() == "MASTER" { 0 } else { 1 };
@@ -325,6 +326,20 @@ fn partition_cycle(
             assert!(stored_here(&reply), "split write {k} refused: {reply:?}");
             split.push((k, v));
         }
+        // More than the backlog holds, on both sides: the heal cannot resume from it and
+        // needs a full copy, which must still keep what each side wrote.
+        let bulk: Vec<(String, String)> = (0..bulk)
+            .map(|i| {
+                (
+                    format!("c{cycle}bulk{side}_{i:03}"),
+                    format!("{side}{i:0>10000}"),
+                )
+            })
+            .collect();
+        for (reply, (k, _)) in set_batch(conn, &bulk).iter().zip(&bulk) {
+            assert!(stored_here(reply), "split write {k} refused: {reply:?}");
+        }
+        split.extend(bulk);
     }
     // One key written on both sides; the newer write wins on both, whichever side ends up
     // master: alternately the new master's and the old master's write is the newer one.
@@ -400,7 +415,7 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     let scratch = support::scratch("partition");
     let section = format!(
         "heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
-         reconnect_max_ms = 300\nack = \"sync\"\nsync_timeout_ms = 500\n"
+         reconnect_max_ms = 300\nack = \"sync\"\nsync_timeout_ms = 500\nbacklog_mb = 1\n"
     );
     let config = scratch.join("repl.toml");
     std::fs::write(
@@ -532,8 +547,9 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
         master.streaming() && slave.streaming()
     });
 
-    // 2. Cut, split and heal, three times: the roles swap each time (the promoted slave has
-    // the higher epoch and stays master), and the cut is made at alternate ends.
+    // 2. Cut, split and heal, four times: the roles swap each time (the promoted slave has
+    // the higher epoch and stays master), and the cut is made at alternate ends. The last
+    // split writes more than the 1 MB backlog on each side.
     let refusals_before = refused.load(Ordering::Relaxed);
     let side_a = Side {
         node: &master,
@@ -545,7 +561,7 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
         ns: &net.b,
         dev: &net.b_if,
     };
-    for cycle in 0..3 {
+    for cycle in 0..4 {
         let cut_at = if cycle % 2 == 0 { &side_a } else { &side_b };
         partition_cycle(
             cycle,
@@ -554,6 +570,7 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
             [&mut on_a, &mut on_b],
             &acked,
             &refused,
+            if cycle == 3 { 150 } else { 0 },
         );
     }
     stop.store(true, Ordering::Relaxed);
