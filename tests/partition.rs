@@ -24,6 +24,7 @@ const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 /// checked on a tick, and the log line has to travel through a pipe to the test.
 const DETECTION_MARGIN: Duration = Duration::from_millis(1000);
 const REPL_PORT: u16 = 11212;
+const BLIP: Duration = Duration::from_millis(150);
 
 /// A node in a namespace whose log lines are timestamped as they arrive.
 struct Proc {
@@ -407,6 +408,76 @@ fn partition_cycle(
     }
 }
 
+/// Cuts the link for 150 ms and checks that nothing noticed beyond a pause. (TCP's first
+/// retransmission comes 200 ms after a loss on a link this short, the second 400 ms after
+/// that: a cut that outlasts the first stretches the silence to 600 ms or more, too close
+/// to the 1000 ms timeout to be a blip.)
+fn blip(at: &Side, nodes: [&Proc; 2], acked: &std::sync::atomic::AtomicUsize) {
+    let roles = [nodes[0].role(), nodes[1].role()];
+    let marks = [nodes[0].mark(), nodes[1].mark()];
+    netns::ip(&["-n", at.ns, "link", "set", "dev", at.dev, "down"]).expect("cut");
+    // The length of the outage is the experiment itself, not a wait for a condition.
+    std::thread::sleep(BLIP);
+    netns::ip(&["-n", at.ns, "link", "set", "dev", at.dev, "up"]).expect("heal");
+    let healed = Instant::now();
+    let acked_now = acked.load(Ordering::Relaxed);
+    let resumed = wait_within("sync writes acknowledged after a blip", DEADLINE, || {
+        acked.load(Ordering::Relaxed) >= acked_now + 20
+    });
+    // Past the point where a heartbeat timeout started by the blip would have fired.
+    wait_within("a heartbeat timeout to pass", DEADLINE, || {
+        healed.elapsed() >= Duration::from_millis(HEARTBEAT_TIMEOUT_MS)
+    });
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.count(marks[i], "replication: link down"),
+            0,
+            "{} lost the link in a blip",
+            n.name
+        );
+        assert_eq!(n.role(), roles[i], "{} changed role in a blip", n.name);
+    }
+    println!("blip: {BLIP:?} cut, no link loss, sync writes acknowledged again {resumed:?} after");
+}
+
+/// Cuts the link and heals it the moment the slave promotes itself; exactly one master
+/// (the promoted one) must result.
+fn quick_heal(at: &Side, nodes: [&Proc; 2], acked: &std::sync::atomic::AtomicUsize) {
+    let m = if nodes[0].role() == "MASTER" { 0 } else { 1 };
+    let s = 1 - m;
+    let epoch: u64 = nodes[m].detailed()["repl_epoch"].parse().expect("epoch");
+    let marks = [nodes[0].mark(), nodes[1].mark()];
+    netns::ip(&["-n", at.ns, "link", "set", "dev", at.dev, "down"]).expect("cut");
+    let promoted_line = format!("replication: promoted to master (epoch {})", epoch + 1);
+    nodes[s].wait_line(marks[s], &promoted_line, DEADLINE);
+    netns::ip(&["-n", at.ns, "link", "set", "dev", at.dev, "up"]).expect("heal");
+    let old_master_noticed = nodes[m].count(marks[m], "replication: link down") > 0;
+    let paired = wait_within("one master after a quick heal", DEADLINE, || {
+        nodes[0].streaming()
+            && nodes[1].streaming()
+            && nodes[s].role() == "MASTER"
+            && nodes[m].role() == "SLAVE"
+    });
+    let acked_now = acked.load(Ordering::Relaxed);
+    wait_within(
+        "sync writes acknowledged after a quick heal",
+        DEADLINE,
+        || acked.load(Ordering::Relaxed) >= acked_now + 20,
+    );
+    let (ds, dm) = (nodes[s].detailed(), nodes[m].detailed());
+    assert_eq!(ds["repl_epoch"], (epoch + 1).to_string());
+    assert_eq!(dm["repl_epoch"], ds["repl_epoch"]);
+    println!(
+        "quick heal: healed as the slave promoted itself (the old master had {} noticed); \
+         one master {paired:?} later",
+        if old_master_noticed {
+            "already"
+        } else {
+            "not yet"
+        }
+    );
+}
+
 #[test]
 fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledged_writes() {
     if netns::require().is_none() {
@@ -573,6 +644,12 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
             if cycle == 3 { 150 } else { 0 },
         );
     }
+    // 3. A blip shorter than the heartbeat timeout changes nothing: TCP retransmits, no
+    // link loss, no promotion, acknowledged writes flow again.
+    blip(&side_a, [&master, &slave], &acked);
+    // 4. A heal the moment the slave promotes itself, before the master has given up on the
+    // old link: the race where a stale link could come back to life.
+    quick_heal(&side_b, [&master, &slave], &acked);
     stop.store(true, Ordering::Relaxed);
     let writes: Writes = writers
         .into_iter()
