@@ -478,26 +478,22 @@ fn quick_heal(at: &Side, nodes: [&Proc; 2], acked: &std::sync::atomic::AtomicUsi
     );
 }
 
-#[test]
-fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledged_writes() {
-    if netns::require().is_none() {
-        return;
-    }
-    let scratch = support::scratch("partition");
-    let section = format!(
-        "heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
-         reconnect_max_ms = 300\nack = \"sync\"\nsync_timeout_ms = 500\nbacklog_mb = 1\n"
-    );
+/// A master in namespace a and a slave in namespace b, replicating over the veth, with the
+/// given `[master.replication]` and `[slave.replication]` settings; returns once both
+/// stream.
+fn start_pair(
+    net: &netns::Pair,
+    scratch: &std::path::Path,
+    master_section: &str,
+    slave_section: &str,
+) -> (Proc, Proc) {
     let config = scratch.join("repl.toml");
     std::fs::write(
         &config,
-        format!("[master.replication]\n{section}\n[slave.replication]\n{section}"),
+        format!("[master.replication]\n{master_section}\n[slave.replication]\n{slave_section}"),
     )
     .expect("write config");
     let config = config.to_str().expect("utf-8 path").to_string();
-
-    // The network goes first so that it is dropped last, after the nodes in it.
-    let net = netns::Pair::create().unwrap_or_else(|e| panic!("build the namespaces: {e}"));
     let args = |role: &str,
                 outside: std::net::Ipv4Addr,
                 me: std::net::Ipv4Addr,
@@ -522,14 +518,14 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
         .collect()
     };
     let master = Proc::spawn(
-        &net,
+        net,
         &net.a,
         "node a",
         &scratch.join("log-a"),
         &args("master", net.a_outside, net.a_ip, net.b_ip),
     );
     let slave = Proc::spawn(
-        &net,
+        net,
         &net.b,
         "node b",
         &scratch.join("log-b"),
@@ -540,27 +536,166 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     });
     assert_eq!(master.role(), "MASTER");
     assert_eq!(slave.role(), "SLAVE");
+    (master, slave)
+}
 
-    // A sync-mode writer on the master runs from here until after the heal.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // Four connections, so that some write is always in flight when the link goes.
-    let writers: Vec<_> = ["synca", "syncb", "syncc", "syncd"]
-        .into_iter()
-        .map(|p| {
-            sync_writer(
-                p,
-                master.addr(),
-                stop.clone(),
-                acked.clone(),
-                refused.clone(),
-            )
+/// Four sync-mode writers on one node (four connections, so that some write is always in
+/// flight when the link goes), counting acknowledged and unconfirmed replies.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<std::sync::atomic::AtomicUsize>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    handles: Vec<std::thread::JoinHandle<Writes>>,
+}
+
+impl Writers {
+    /// Starts them and waits for 50 acknowledged writes.
+    fn start(addr: std::net::SocketAddr) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handles = ["synca", "syncb", "syncc", "syncd"]
+            .into_iter()
+            .map(|p| sync_writer(p, addr, stop.clone(), acked.clone(), refused.clone()))
+            .collect();
+        wait_within("sync writes to be acknowledged", DEADLINE, || {
+            acked.load(Ordering::Relaxed) >= 50
+        });
+        Writers {
+            stop,
+            acked,
+            refused,
+            handles,
+        }
+    }
+
+    /// Waits for `n` more acknowledged writes.
+    fn wait_acked(&self, n: usize, what: &str) -> Duration {
+        let now = self.acked.load(Ordering::Relaxed);
+        wait_within(what, DEADLINE, || {
+            self.acked.load(Ordering::Relaxed) >= now + n
         })
-        .collect();
-    wait_within("sync writes to be acknowledged", DEADLINE, || {
-        acked.load(Ordering::Relaxed) >= 50
+    }
+
+    /// Stops the writers, waits for both nodes to hold the same data, and checks that every
+    /// write answered STORED is on both.
+    fn finish(self, nodes: [&Proc; 2]) {
+        self.stop.store(true, Ordering::Relaxed);
+        let writes: Writes = self
+            .handles
+            .into_iter()
+            .flat_map(|w| w.join().expect("a sync writer"))
+            .collect();
+        wait_within("identical contents at the end", DEADLINE, || {
+            nodes[0].detailed()["repl_digest"] == nodes[1].detailed()["repl_digest"]
+        });
+        let stored: Vec<&(String, String, String)> =
+            writes.iter().filter(|w| w.2 == "STORED").collect();
+        let keys: Vec<String> = stored.iter().map(|w| w.0.clone()).collect();
+        for node in nodes {
+            let have = get_all(node.addr(), &keys);
+            let lost: Vec<&String> = stored
+                .iter()
+                .filter(|(k, v, _)| have.get(k) != Some(v))
+                .map(|w| &w.0)
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "{} of {} acknowledged sync writes missing on {}: {:?}",
+                lost.len(),
+                stored.len(),
+                node.name,
+                &lost[..lost.len().min(10)]
+            );
+        }
+        let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for w in &writes {
+            *kinds.entry(w.2.as_str()).or_default() += 1;
+        }
+        println!(
+            "sync writers: {} writes, {} acknowledged, all of them on both nodes at the end; \
+             replies: {kinds:?}",
+            writes.len(),
+            stored.len()
+        );
+    }
+}
+
+/// The slave's heartbeat timeout is a third of the master's, so the slave promotes itself
+/// while the master still believes in the old link; the link heals right then. The master
+/// must learn that its slave has gone (the slave closed the connection) and yield to the
+/// promoted node; no write acknowledged before, during or after is lost.
+#[test]
+fn a_heal_before_the_master_notices_the_cut_leaves_one_master() {
+    if netns::require().is_none() {
+        return;
+    }
+    let slow = "heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 3000\nreconnect_max_ms = 300\n\
+                ack = \"sync\"\nsync_timeout_ms = 500\n";
+    let fast = "heartbeat_interval_ms = 100\nheartbeat_timeout_ms = 1000\nreconnect_max_ms = 300\n\
+                ack = \"sync\"\nsync_timeout_ms = 500\n";
+    let scratch = support::scratch("partition-late");
+    let net = netns::Pair::create().unwrap_or_else(|e| panic!("build the namespaces: {e}"));
+    let (master, slave) = start_pair(&net, &scratch, slow, fast);
+    let w = Writers::start(master.addr());
+
+    let (mark_m, mark_s) = (master.mark(), slave.mark());
+    let cut = Instant::now();
+    netns::ip(&["-n", &net.a, "link", "set", "dev", &net.a_if, "down"]).expect("cut");
+    let (promoted, _) = slave.wait_line(
+        mark_s,
+        "replication: promoted to master (epoch 2)",
+        DEADLINE,
+    );
+    netns::ip(&["-n", &net.a, "link", "set", "dev", &net.a_if, "up"]).expect("heal");
+    let healed = Instant::now();
+    assert_eq!(
+        master.count(mark_m, "replication: link down"),
+        0,
+        "the master noticed the cut before the heal; the race was not reached"
+    );
+    println!(
+        "late heal: the slave promoted itself {:?} after the cut; healed {:?} later, the \
+         master still linked",
+        promoted.duration_since(cut),
+        healed.duration_since(promoted)
+    );
+    let (noticed, line) = master.wait_line(mark_m, "replication: link down", DEADLINE);
+    println!(
+        "late heal: the master logged {line:?} {:?} after the heal",
+        noticed.duration_since(healed)
+    );
+    wait_within("one master after the late heal", DEADLINE, || {
+        master.streaming()
+            && slave.streaming()
+            && slave.role() == "MASTER"
+            && master.role() == "SLAVE"
     });
+    let paired = healed.elapsed();
+    println!("late heal: b MASTER, a SLAVE, streaming {paired:?} after the heal");
+    let (ds, dm) = (slave.detailed(), master.detailed());
+    assert_eq!(ds["repl_epoch"], "2");
+    assert_eq!(dm["repl_epoch"], "2");
+    assert_eq!(master.count(mark_m, "replication: promoted"), 0);
+    w.wait_acked(20, "sync writes acknowledged after the late heal");
+    w.finish([&master, &slave]);
+}
+
+#[test]
+fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledged_writes() {
+    if netns::require().is_none() {
+        return;
+    }
+    let section = format!(
+        "heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}\nheartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\
+         reconnect_max_ms = 300\nack = \"sync\"\nsync_timeout_ms = 500\nbacklog_mb = 1\n"
+    );
+    let scratch = support::scratch("partition");
+    // The network goes first so that it is dropped last, after the nodes in it.
+    let net = netns::Pair::create().unwrap_or_else(|e| panic!("build the namespaces: {e}"));
+    let (master, slave) = start_pair(&net, &scratch, &section, &section);
+    // Sync-mode writers on node a run from here to the end.
+    let w = Writers::start(master.addr());
 
     // 1. Delay and loss on both ends of the link: writes on both sides still converge.
     let impairment = impair(&net.a, &net.a_if);
@@ -621,7 +756,7 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     // 2. Cut, split and heal, four times: the roles swap each time (the promoted slave has
     // the higher epoch and stays master), and the cut is made at alternate ends. The last
     // split writes more than the 1 MB backlog on each side.
-    let refusals_before = refused.load(Ordering::Relaxed);
+    let refusals_before = w.refused.load(Ordering::Relaxed);
     let side_a = Side {
         node: &master,
         ns: &net.a,
@@ -639,61 +774,21 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
             [&side_a, &side_b],
             cut_at,
             [&mut on_a, &mut on_b],
-            &acked,
-            &refused,
+            &w.acked,
+            &w.refused,
             if cycle == 3 { 150 } else { 0 },
         );
     }
     // 3. A blip shorter than the heartbeat timeout changes nothing: TCP retransmits, no
     // link loss, no promotion, acknowledged writes flow again.
-    blip(&side_a, [&master, &slave], &acked);
+    blip(&side_a, [&master, &slave], &w.acked);
     // 4. A heal the moment the slave promotes itself, before the master has given up on the
     // old link: the race where a stale link could come back to life.
-    quick_heal(&side_b, [&master, &slave], &acked);
-    stop.store(true, Ordering::Relaxed);
-    let writes: Writes = writers
-        .into_iter()
-        .flat_map(|w| w.join().expect("a sync writer"))
-        .collect();
+    quick_heal(&side_b, [&master, &slave], &w.acked);
     assert!(
-        refused.load(Ordering::Relaxed) > refusals_before,
+        w.refused.load(Ordering::Relaxed) > refusals_before,
         "no write was in flight around the cuts"
     );
-    wait_within("identical contents at the end", DEADLINE, || {
-        master.detailed()["repl_digest"] == slave.detailed()["repl_digest"]
-    });
-
-    // No acknowledged sync write is lost: every STORED key is on both nodes.
-    let stored: Vec<&(String, String, String)> =
-        writes.iter().filter(|w| w.2 == "STORED").collect();
-    let unconfirmed = writes.iter().filter(|w| w.2 != "STORED").count();
-    let keys: Vec<String> = stored.iter().map(|w| w.0.clone()).collect();
-    for node in [&master, &slave] {
-        let have = get_all(node.addr(), &keys);
-        let lost: Vec<&String> = stored
-            .iter()
-            .filter(|(k, v, _)| have.get(k) != Some(v))
-            .map(|w| &w.0)
-            .collect();
-        assert!(
-            lost.is_empty(),
-            "{} of {} acknowledged sync writes missing on {}: {:?}",
-            lost.len(),
-            stored.len(),
-            node.name,
-            &lost[..lost.len().min(10)]
-        );
-    }
-    let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for w in &writes {
-        *kinds.entry(w.2.as_str()).or_default() += 1;
-    }
-    println!("sync writer replies: {kinds:?}");
-    println!(
-        "sync writer: {} writes, {} acknowledged (all present on both after the heal), \
-         {unconfirmed} answered with an error (not acknowledged)",
-        writes.len(),
-        stored.len()
-    );
+    w.finish([&master, &slave]);
     drop((on_a, on_b));
 }

@@ -99,20 +99,25 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Builds the topology; names carry the pid so concurrent runs never share anything.
+    /// Builds the topology; names carry the pid and a number so concurrent runs and tests
+    /// never share anything.
     pub fn create() -> Result<Pair, String> {
+        // Tests of one process run in parallel threads: each pair gets its own number.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
         let pid = std::process::id();
-        // Root-side addresses must be unique on this host: two /30s per run, from a block
+        let tag = format!("{pid}{n}");
+        // Root-side addresses must be unique on this host: two /30s per pair, from a block
         // chosen by the pid inside 10.231.0.0/16 (the namespaces' own link can use fixed
         // addresses, as nothing outside them sees it).
-        let block = (pid % 8192) * 8;
+        let block = ((pid * 10 + n) % 8192) * 8;
         let base =
             |n: u32| Ipv4Addr::new(10, 231, (block / 256) as u8, (block % 256) as u8 + n as u8);
         let mut pair = Pair {
-            a: format!("oc{pid}a"),
-            b: format!("oc{pid}b"),
-            a_if: format!("oc{pid}ab"),
-            b_if: format!("oc{pid}ba"),
+            a: format!("oc{tag}a"),
+            b: format!("oc{tag}b"),
+            a_if: format!("oc{tag}ab"),
+            b_if: format!("oc{tag}ba"),
             a_ip: Ipv4Addr::new(10, 0, 0, 1),
             b_ip: Ipv4Addr::new(10, 0, 0, 2),
             a_outside: base(2),
@@ -136,9 +141,9 @@ impl Pair {
             ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
         }
         // The test's way in: root end at .1 / .5, namespace end at .2 / .6.
-        for (ns, tag, offset) in [(&a, "ra", 0u32), (&b, "rb", 4u32)] {
-            let outer = format!("oc{pid}{tag}");
-            let inner = format!("oc{pid}{tag}i");
+        for (ns, end, offset) in [(&a, "ra", 0u32), (&b, "rb", 4u32)] {
+            let outer = format!("oc{tag}{end}");
+            let inner = format!("oc{tag}{end}i");
             ip(&[
                 "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", ns,
             ])?;
