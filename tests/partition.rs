@@ -137,11 +137,13 @@ fn set_batch(c: &mut Conn, items: &[(String, String)]) -> Vec<String> {
     items.iter().map(|_| c.line()).collect()
 }
 
-/// The values of `keys` present on the node (missing keys are absent from the map).
-fn get_all(
+/// The values of `keys` present on the node (missing keys are absent from the map), or
+/// the error line that replaced a reply: a node that has just become a slave refuses reads
+/// until its resync is done, which a polling caller treats as "not yet".
+fn try_get_all(
     addr: std::net::SocketAddr,
     keys: &[String],
-) -> std::collections::HashMap<String, String> {
+) -> Result<std::collections::HashMap<String, String>, String> {
     let mut c = Conn::connect(addr);
     let mut out = std::collections::HashMap::new();
     for chunk in keys.chunks(200) {
@@ -152,12 +154,28 @@ fn get_all(
                 break;
             }
             let parts: Vec<&str> = head.split(' ').collect();
-            assert_eq!(parts[0], "VALUE", "unexpected reply {head:?}");
+            if parts[0] != "VALUE" {
+                return Err(head);
+            }
             let value = c.line();
             out.insert(parts[1].to_string(), value);
         }
     }
-    out
+    Ok(out)
+}
+
+/// `try_get_all` where an error reply fails the test.
+fn get_all(
+    addr: std::net::SocketAddr,
+    keys: &[String],
+) -> std::collections::HashMap<String, String> {
+    try_get_all(addr, keys).unwrap_or_else(|e| panic!("get from {addr}: {e}"))
+}
+
+/// Whether the node at `addr` holds every (key, value) of `items`.
+fn holds(addr: std::net::SocketAddr, items: &[(String, String)]) -> bool {
+    let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+    try_get_all(addr, &keys).is_ok_and(|have| items.iter().all(|(k, v)| have.get(k) == Some(v)))
 }
 
 /// Whether a reply means the write is stored on the node that answered: STORED, or the
@@ -370,12 +388,8 @@ fn partition_cycle(
                 && nodes[m].role() == "SLAVE"
         },
     );
-    let split_keys: Vec<String> = split.iter().map(|(k, _)| k.clone()).collect();
     let converged = wait_within("the split's writes on both nodes", DEADLINE, || {
-        nodes.iter().all(|n| {
-            let have = get_all(n.addr(), &split_keys);
-            split.iter().all(|(k, v)| have.get(k) == Some(v))
-        })
+        nodes.iter().all(|n| holds(n.addr(), &split))
     });
     let how = if nodes[0].count(marks[0], "partial resync")
         + nodes[1].count(marks[1], "partial resync")
@@ -715,28 +729,36 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     let (batch_a, batch_b) = (batch("a"), batch("b"));
     let replies_a = set_batch(&mut on_a, &batch_a);
     let replies_b = set_batch(&mut on_b, &batch_b);
-    for r in replies_a.iter().chain(&replies_b) {
-        assert!(
-            stored_here(r),
-            "a write under impairment was refused: {r:?}"
-        );
-    }
     let answered = Instant::now();
-    let lossy: Vec<(String, String)> = batch_a.into_iter().chain(batch_b).collect();
-    let lossy_keys: Vec<String> = lossy.iter().map(|(k, _)| k.clone()).collect();
+    // A slow, lossy link can stall the stream past the heartbeat timeout (see below); a node
+    // that turns slave at the next pairing refuses writes until its resync is done. Those
+    // writes are not stored; every other one must reach both nodes.
+    let mut lossy: Vec<(String, String)> = Vec::new();
+    let mut refused_writes = 0;
+    for (item, reply) in batch_a
+        .into_iter()
+        .chain(batch_b)
+        .zip(replies_a.iter().chain(&replies_b))
+    {
+        if stored_here(reply) {
+            lossy.push(item);
+        } else {
+            assert!(
+                reply.contains("not serving yet"),
+                "a write refused: {reply:?}"
+            );
+            refused_writes += 1;
+        }
+    }
     let converged_impaired = wait_within(
         "convergence over the impaired link",
         Duration::from_secs(60),
-        || {
-            let (a, b) = (
-                get_all(master.addr(), &lossy_keys),
-                get_all(slave.addr(), &lossy_keys),
-            );
-            lossy
-                .iter()
-                .all(|(k, v)| a.get(k) == Some(v) && b.get(k) == Some(v))
-        },
+        || holds(master.addr(), &lossy) && holds(slave.addr(), &lossy),
     );
+    // Heartbeats travel in the same TCP stream as the data: on a link this slow, queued
+    // writes and TCP's backoff after tail drops can hold them past the 1 s timeout. Then the
+    // link is declared down and the pair fails over and pairs again, which is allowed here;
+    // what must hold is that everything stored converges.
     let flaps =
         master.count(0, "replication: link down") + slave.count(0, "replication: link down");
     for (ns, dev) in [(&net.a, &net.a_if), (&net.b, &net.b_if)] {
@@ -744,7 +766,8 @@ fn a_partition_splits_the_pair_and_the_heal_converges_without_losing_acknowledge
     }
     println!(
         "impaired link ({impairment}): 200 writes (100 per side) answered in {:?}, both \
-         nodes had all of them {converged_impaired:?} later; {flaps} link losses logged",
+         nodes had every stored one {converged_impaired:?} later; {flaps} link losses \
+         logged, {refused_writes} writes refused during a resync",
         answered.duration_since(impaired_at)
     );
     tc_in(&net.a, &["qdisc", "del", "dev", &net.a_if, "root"]).expect("remove impairment a");
