@@ -1,9 +1,11 @@
 //! A replicated pair split by a real network: the master runs in one network namespace, the
 //! slave in another, and they replicate over a veth between them while the test reaches each
 //! node's cache port over a path of its own. The link is impaired (delay and loss), cut and
-//! healed with `tc` and `ip link`; the test checks heartbeat detection, what each side does
-//! during the split, a single master after the heal, convergence of both stores, and that no
-//! write answered STORED in `sync` mode is lost.
+//! healed with `tc` and `ip link`; the tests check heartbeat detection, what each side does
+//! during the split, a single master after the heal (also a heal that comes before the master
+//! noticed the cut, and one the moment the slave promotes itself), that a blip shorter than
+//! the timeout changes nothing, convergence of both stores, and that no write answered
+//! STORED in `sync` mode is lost. Figures and findings: RELIABILITY.md, "Partitions".
 //!
 //! Needs root and `ip netns`; skipped otherwise, and failed instead when
 //! `OPSCONSOLE_REQUIRE_PEERS=1`.
