@@ -107,13 +107,29 @@ fn timeout_status(kind: CheckKind) -> &'static str {
     }
 }
 
+/// `version` proves the process answers; a `get` proves it serves data. A replicated node
+/// that is still receiving its marugoto copy answers `version` but refuses data commands
+/// (`SERVER_ERROR replication: marugoto copy in progress, not serving yet`): counted as up,
+/// an `fo` service would send every client to it for as long as the copy takes. A plain
+/// memcached answers the `get` with END (or the value, should someone have stored the key).
 async fn memcached(stream: &mut TcpStream) -> (bool, String) {
     if let Err(e) = stream.write_all(b"version\r\n").await {
         return (false, format!("L7RSP {}", short_error(&e)));
     }
+    let version = match read_line(stream).await {
+        Ok(line) if line.starts_with("VERSION ") => line,
+        Ok(line) => return (false, format!("L7RSP {}", printable(&line))),
+        Err(e) => return (false, format!("L7RSP {e}")),
+    };
+    // Sent only after the first reply, so each read holds exactly one reply line.
+    if let Err(e) = stream.write_all(b"get opsconsole-check\r\n").await {
+        return (false, format!("L7RSP {}", short_error(&e)));
+    }
     match read_line(stream).await {
-        Ok(line) if line.starts_with("VERSION ") => (true, format!("L7OK {line}")),
-        Ok(line) => (false, format!("L7RSP {}", printable(&line))),
+        Ok(line) if line == "END" || line.starts_with("VALUE ") => {
+            (true, format!("L7OK {version}"))
+        }
+        Ok(line) => (false, format!("L7STS {}", printable(&line))),
         Err(e) => (false, format!("L7RSP {e}")),
     }
 }

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod fixtures;
 pub mod http;
 pub mod l7;
+pub mod netns;
 pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read, Write};
