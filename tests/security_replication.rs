@@ -360,8 +360,11 @@ fn a_captured_handshake_replayed_on_a_new_connection_is_refused() {
         "--repl-secret-file",
         &secret,
     ]);
+    // Both ends: the master streams as soon as it has sent its copy, the slave only once it
+    // has applied it (until then it refuses writes).
     support::wait_until("the slave to stream through the relay", || {
         stat(t.node.addr, "repl_link") == "streaming"
+            && stat(slave.addr, "repl_link") == "streaming"
     });
     let mut c = Conn::connect(slave.addr);
     c.send(b"set captured 0 0 1\r\nc\r\n");

@@ -271,7 +271,9 @@ mod tests {
         let mut c = PoolCursor::new(&p, 1);
         let now = Instant::now();
         let is_sorry = |s: Arc<Backend>| Arc::ptr_eq(&s, &sorry);
-        assert!(!is_sorry(c.pick(&p, &client(1), &[], || now).expect("pick")));
+        assert!(!is_sorry(
+            c.pick(&p, &client(1), &[], || now).expect("pick")
+        ));
         b.set_admin(AdminState::Maint, 1);
         p.changed();
         let pick = c.pick(&p, &client(1), &[], || now).expect("pick");
