@@ -55,10 +55,24 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A number unique among this process's calls (tests of one binary run as parallel threads
+/// of one process), kept to one digit so names fit the 15 bytes an interface name may have.
+fn next_number() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10
+}
+
+/// The pid and a number: unique among concurrent runs and the threads of one.
+fn unique_tag() -> String {
+    format!("{}{}", std::process::id(), next_number())
+}
+
 /// Whether this process may create namespaces and veths: root, and `ip netns` works. Skips
 /// (None, printing why) or fails per `OPSCONSOLE_REQUIRE_PEERS`.
 pub fn require() -> Option<()> {
-    let probe = format!("ocprobe{}", std::process::id());
+    // Tests of one binary run as threads of one process under `cargo test`: the probe's name
+    // needs more than the pid.
+    let probe = format!("ocp{}", unique_tag());
     let why = match Command::new("id").arg("-u").output() {
         Ok(o) if String::from_utf8_lossy(&o.stdout).trim() != "0" => {
             Some("not running as root".to_string())
@@ -102,10 +116,7 @@ impl Pair {
     /// Builds the topology; names carry the pid and a number so concurrent runs and tests
     /// never share anything.
     pub fn create() -> Result<Pair, String> {
-        // Tests of one process run in parallel threads: each pair gets its own number.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-        let pid = std::process::id();
+        let (pid, n) = (std::process::id(), next_number());
         let tag = format!("{pid}{n}");
         // Root-side addresses must be unique on this host: two /30s per pair, from a block
         // chosen by the pid inside 10.231.0.0/16 (the namespaces' own link can use fixed
