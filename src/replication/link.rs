@@ -40,7 +40,7 @@ pub struct Hello {
 }
 
 impl Hello {
-    fn encode(&self, out: &mut Vec<u8>) {
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let at = wire::begin_frame(out, Kind::Hello);
         out.extend_from_slice(&wire::PROTOCOL_VERSION.to_le_bytes());
         out.extend_from_slice(&self.node_id.to_le_bytes());
@@ -54,7 +54,7 @@ impl Hello {
         wire::finish_frame(out, at);
     }
 
-    fn decode(body: &[u8]) -> Result<Hello, String> {
+    pub fn decode(body: &[u8]) -> Result<Hello, String> {
         let mut r = Reader::new(body);
         let proto = r.u16().map_err(text)?;
         if proto != wire::PROTOCOL_VERSION {
@@ -93,6 +93,20 @@ pub struct Resume {
     pub have: Option<(u64, u64)>,
 }
 
+impl Resume {
+    /// A `Resume` frame's body.
+    pub fn decode(body: &[u8]) -> Result<Resume, String> {
+        let mut rd = Reader::new(body);
+        let is_master = rd.u8().map_err(text)? != 0;
+        let have = if rd.u8().map_err(text)? != 0 {
+            Some((rd.u64().map_err(text)?, rd.u64().map_err(text)?))
+        } else {
+            None
+        };
+        Ok(Resume { is_master, have })
+    }
+}
+
 fn text(e: WireError) -> String {
     e.to_string()
 }
@@ -112,7 +126,7 @@ fn refuse_frame(reason: &str) -> Vec<u8> {
 }
 
 /// The peer's reason from a `Refuse` frame body, as an error text.
-fn refusal(body: &[u8]) -> String {
+pub fn refusal(body: &[u8]) -> String {
     let reason = Reader::new(body)
         .short_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned());
@@ -376,13 +390,7 @@ fn on_resume(
     me: &LinkSide<'_>,
     tx: &mut Option<oneshot::Sender<Resume>>,
 ) -> Result<(), String> {
-    let mut rd = Reader::new(body);
-    let is_master = rd.u8().map_err(text)? != 0;
-    let have = if rd.u8().map_err(text)? != 0 {
-        Some((rd.u64().map_err(text)?, rd.u64().map_err(text)?))
-    } else {
-        None
-    };
+    let Resume { is_master, have } = Resume::decode(body)?;
     if is_master == me.is_master {
         // Both nodes rank each other from the same hellos, so this means a state changed
         // between hello and admission; dropping the link makes both retry cleanly.

@@ -75,16 +75,16 @@ fn uri_len(uri: &Uri) -> usize {
 
 /// The host the client asked for: the absolute URI's authority, else the Host header (a
 /// share of the request's buffer, not a copy).
-fn requested_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
+pub fn requested_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(a) = uri.authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
-    let h = req.headers().get(header::HOST)?;
+    let h = headers.get(header::HOST)?;
     (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
 }
 
 /// A Host as text; `requested_host` only returns values that are.
-fn host_str(host: &Option<HeaderValue>) -> Option<&str> {
+pub fn host_str(host: &Option<HeaderValue>) -> Option<&str> {
     host.as_ref().and_then(|h| h.to_str().ok())
 }
 
@@ -151,7 +151,7 @@ fn begin_entry(
         method: req.method().clone(),
         target: req.uri().to_string(),
         version: req.version(),
-        host: host_str(&requested_host(req)).map(str::to_string),
+        host: host_str(&requested_host(req.uri(), req.headers())).map(str::to_string),
         referer: header(header::REFERER),
         user_agent: header(header::USER_AGENT),
         request_id: request_id.map(str::to_string),
@@ -279,7 +279,7 @@ impl Proxy {
         if uri_len(req.uri()) > limits.max_uri_bytes {
             return self.rejected(StatusCode::URI_TOO_LONG, "414 URI Too Long\n");
         }
-        let host = requested_host(&req);
+        let host = requested_host(req.uri(), req.headers());
         if host.is_none() && req.version() == Version::HTTP_11 {
             return self.rejected(
                 StatusCode::BAD_REQUEST,
