@@ -450,26 +450,38 @@ impl Config {
             let local = PathBuf::from("configs/demo.toml");
             (demo && local.is_file()).then_some(local)
         });
-        let (mut config, source, path) = match path {
+        match path {
             Some(path) => {
                 let source = std::fs::read_to_string(&path).map_err(|e| ConfigError {
                     file: Some(path.clone()),
                     position: None,
                     message: format!("cannot read the config file: {e}"),
                 })?;
-                (Config::from_toml(&source, &path)?, Some(source), Some(path))
+                Config::from_text(&source, &path, args)
             }
             None if demo => {
-                let path = PathBuf::from("configs/demo.toml (built in)");
-                let config = Config::from_toml(DEMO_TOML, &path)?;
-                (config, Some(DEMO_TOML.to_string()), Some(path))
+                Config::from_text(DEMO_TOML, Path::new("configs/demo.toml (built in)"), args)
             }
-            None => (Config::default(), None, None),
-        };
+            None => Config::finish(Config::default(), args, None),
+        }
+    }
+
+    /// What `load` does once the file is read: parse, apply the command line, validate,
+    /// and point a validation error at its line. No I/O, so it can be fed any text.
+    pub fn from_text(source: &str, path: &Path, args: &RunArgs) -> Result<Config, ConfigError> {
+        let config = Config::from_toml(source, path)?;
+        Config::finish(config, args, Some((source, path)))
+    }
+
+    fn finish(
+        mut config: Config,
+        args: &RunArgs,
+        file: Option<(&str, &Path)>,
+    ) -> Result<Config, ConfigError> {
         config.apply_cli(args)?;
         config.validate().map_err(|mut e| {
-            if let (Some(path), Some(source), Some(spot)) = (&path, &source, e.locate.take()) {
-                e.error.file = Some(path.clone());
+            if let (Some((source, path)), Some(spot)) = (file, e.locate.take()) {
+                e.error.file = Some(path.to_path_buf());
                 e.error.position = locate(source, &spot.section, &spot.key, spot.value.as_deref());
             }
             e.error

@@ -95,6 +95,20 @@ pub struct Resume {
     pub have: Option<(u64, u64)>,
 }
 
+impl Resume {
+    /// A `Resume` frame's body.
+    pub fn decode(body: &[u8]) -> Result<Resume, String> {
+        let mut rd = Reader::new(body);
+        let is_master = rd.u8().map_err(text)? != 0;
+        let have = if rd.u8().map_err(text)? != 0 {
+            Some((rd.u64().map_err(text)?, rd.u64().map_err(text)?))
+        } else {
+            None
+        };
+        Ok(Resume { is_master, have })
+    }
+}
+
 fn text(e: WireError) -> String {
     e.to_string()
 }
@@ -114,7 +128,7 @@ fn refuse_frame(reason: &str) -> Vec<u8> {
 }
 
 /// The peer's reason from a `Refuse` frame body, as an error text.
-fn refusal(body: &[u8]) -> String {
+pub fn refusal(body: &[u8]) -> String {
     let reason = Reader::new(body)
         .short_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned());
@@ -392,13 +406,7 @@ fn on_resume(
     me: &LinkSide<'_>,
     tx: &mut Option<oneshot::Sender<Resume>>,
 ) -> Result<(), String> {
-    let mut rd = Reader::new(body);
-    let is_master = rd.u8().map_err(text)? != 0;
-    let have = if rd.u8().map_err(text)? != 0 {
-        Some((rd.u64().map_err(text)?, rd.u64().map_err(text)?))
-    } else {
-        None
-    };
+    let Resume { is_master, have } = Resume::decode(body)?;
     if is_master == me.is_master {
         // Both nodes rank each other from the same hellos, so this means a state changed
         // between hello and admission; dropping the link makes both retry cleanly.

@@ -76,16 +76,16 @@ fn uri_len(uri: &Uri) -> usize {
 
 /// The host the client asked for: the absolute URI's authority, else the Host header (a
 /// share of the request's buffer, not a copy).
-fn requested_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
+pub fn requested_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(a) = uri.authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
-    let h = req.headers().get(header::HOST)?;
+    let h = headers.get(header::HOST)?;
     (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
 }
 
 /// A Host as text; `requested_host` only returns values that are.
-fn host_str(host: &Option<HeaderValue>) -> Option<&str> {
+pub fn host_str(host: &Option<HeaderValue>) -> Option<&str> {
     host.as_ref().and_then(|h| h.to_str().ok())
 }
 
@@ -156,7 +156,7 @@ fn begin_entry(
         method: req.method().clone(),
         target: req.uri().to_string(),
         version: req.version(),
-        host: host_str(&requested_host(req)).map(str::to_string),
+        host: host_str(&requested_host(req.uri(), req.headers())).map(str::to_string),
         referer: header(header::REFERER),
         user_agent: header(header::USER_AGENT),
         request_id: request_id.map(str::to_string),
@@ -304,7 +304,7 @@ impl Proxy {
         if first.is_some_and(|h| !h.is_empty() && !headers::valid_host(h.as_bytes())) {
             return self.rejected_closing("400 Bad Request: the Host header is not a host.\n");
         }
-        let host = requested_host(&req);
+        let host = requested_host(req.uri(), req.headers());
         if host.is_none() && req.version() == Version::HTTP_11 {
             return self.rejected(
                 StatusCode::BAD_REQUEST,
