@@ -12,13 +12,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use support::DEADLINE;
 use support::conn::{Conn, stats};
 use support::netns::{self, tc_in};
+use support::timed_log::TimedLog;
 
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
 const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
@@ -30,9 +31,8 @@ const BLIP: Duration = Duration::from_millis(150);
 
 /// A node in a namespace whose log lines are timestamped as they arrive.
 struct Proc {
-    name: String,
     node: support::Node,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    log: TimedLog,
 }
 
 impl Proc {
@@ -44,22 +44,8 @@ impl Proc {
         args: &[String],
     ) -> Proc {
         let mut node = net.spawn(ns, log_dir, args);
-        let (_unused, empty) = mpsc::channel();
-        let rx = std::mem::replace(&mut node.log, empty);
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in rx.iter() {
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((Instant::now(), line));
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            node,
-            lines,
-        }
+        let log = TimedLog::capture(name, &mut node);
+        Proc { node, log }
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -67,34 +53,15 @@ impl Proc {
     }
 
     fn mark(&self) -> usize {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.log.mark()
     }
 
     fn count(&self, from: usize, needle: &str) -> usize {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines
-            .iter()
-            .skip(from)
-            .filter(|(_, l)| l.contains(needle))
-            .count()
+        self.log.count(from, needle)
     }
 
     fn wait_line(&self, from: usize, needle: &str, limit: Duration) -> (Instant, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            {
-                let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(hit) = lines.iter().skip(from).find(|(_, l)| l.contains(needle)) {
-                    return hit.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} logged no line with {needle:?} within {limit:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.log.wait_line(from, needle, limit)
     }
 
     fn role(&self) -> String {
@@ -108,18 +75,6 @@ impl Proc {
 
     fn detailed(&self) -> std::collections::HashMap<String, String> {
         stats(self.addr(), true)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("----- log of {} ({} lines) -----", self.name, lines.len());
-            for (_, l) in lines.iter() {
-                eprintln!("{l}");
-            }
-        }
     }
 }
 
@@ -304,7 +259,7 @@ fn partition_cycle(
         let took = seen.duration_since(cut);
         println!(
             "cycle {cycle}: cut at {}: the {who} ({}) noticed after {took:?}",
-            cut_at.dev, nodes[i].name
+            cut_at.dev, nodes[i].log.name
         );
         assert!(
             line.contains(&format!(
@@ -404,8 +359,8 @@ fn partition_cycle(
     println!(
         "cycle {cycle}: heal: {} MASTER and {} SLAVE {paired:?} after the link came up ({how}); \
          every split write on both {:?} after the link came up",
-        nodes[s].name,
-        nodes[m].name,
+        nodes[s].log.name,
+        nodes[m].log.name,
         paired + converged
     );
     let (ds, dm) = (nodes[s].detailed(), nodes[m].detailed());
@@ -419,7 +374,7 @@ fn partition_cycle(
             n.count(marks[i], "replication: promoted"),
             0,
             "cycle {cycle}: {} promoted itself after the heal",
-            n.name
+            n.log.name
         );
     }
 }
@@ -449,9 +404,9 @@ fn blip(at: &Side, nodes: [&Proc; 2], acked: &std::sync::atomic::AtomicUsize) {
             n.count(marks[i], "replication: link down"),
             0,
             "{} lost the link in a blip",
-            n.name
+            n.log.name
         );
-        assert_eq!(n.role(), roles[i], "{} changed role in a blip", n.name);
+        assert_eq!(n.role(), roles[i], "{} changed role in a blip", n.log.name);
     }
     println!("blip: {BLIP:?} cut, no link loss, sync writes acknowledged again {resumed:?} after");
 }
@@ -620,7 +575,7 @@ impl Writers {
                 "{} of {} acknowledged sync writes missing on {}: {:?}",
                 lost.len(),
                 stored.len(),
-                node.name,
+                node.log.name,
                 &lost[..lost.len().min(10)]
             );
         }

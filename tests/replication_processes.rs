@@ -10,9 +10,10 @@ use support::conn::{Conn, number, stat, stats};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
+
 use std::time::{Duration, Instant};
 
+use support::timed_log::TimedLog;
 use support::{DEADLINE, signal, spawn_node};
 
 const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
@@ -20,76 +21,36 @@ const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, 
 /// A running node whose log lines are timestamped as they arrive, so a test can wait for a
 /// line, measure when it appeared, and show the whole log if the test fails.
 struct Proc {
-    name: String,
     node: support::Node,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    log: TimedLog,
 }
 
 impl Proc {
     fn spawn(name: &str, args: &[String]) -> Proc {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut node = spawn_node(&refs);
-        let (_unused, empty) = mpsc::channel();
-        let rx = std::mem::replace(&mut node.log, empty);
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        // Ends when the process's stderr closes.
-        std::thread::spawn(move || {
-            for line in rx.iter() {
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((Instant::now(), line));
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            node,
-            lines,
-        }
+        let log = TimedLog::capture(name, &mut node);
+        Proc { node, log }
     }
 
     fn addr(&self) -> SocketAddr {
         self.node.addr
     }
 
-    /// How many lines were logged so far (a position to search from).
     fn mark(&self) -> usize {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.log.mark()
     }
 
-    /// The first line at or after `from` containing `needle`, with its arrival time.
     fn find(&self, from: usize, needle: &str) -> Option<(Instant, String)> {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines
-            .iter()
-            .skip(from)
-            .find(|(_, l)| l.contains(needle))
-            .cloned()
+        self.log.find(from, needle)
     }
 
     fn count(&self, from: usize, needle: &str) -> usize {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines
-            .iter()
-            .skip(from)
-            .filter(|(_, l)| l.contains(needle))
-            .count()
+        self.log.count(from, needle)
     }
 
-    /// Waits up to `limit` for a line containing `needle` logged at or after `from`.
     fn wait_line(&self, from: usize, needle: &str, limit: Duration) -> (Instant, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(found) = self.find(from, needle) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} logged no line with {needle:?} within {limit:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.log.wait_line(from, needle, limit)
     }
 }
 
@@ -104,13 +65,7 @@ impl Drop for Proc {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        if std::thread::panicking() {
-            let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("----- log of {} ({} lines) -----", self.name, lines.len());
-            for (_, l) in lines.iter() {
-                eprintln!("{l}");
-            }
-        }
+        // The log (a field, dropped after this) prints itself if the test failed.
     }
 }
 
@@ -614,12 +569,12 @@ fn a_wrong_secret_is_refused_and_the_right_one_pairs() {
             assert_ne!(
                 s["repl_link"], "streaming",
                 "{} paired with a wrong secret",
-                p.name
+                p.log.name
             );
             assert_ne!(
                 s["repl_link"], "marugoto_copying",
                 "{} copied with a wrong secret",
-                p.name
+                p.log.name
             );
         }
         number(master.addr(), "repl_links_refused") >= 3 && seen.elapsed() >= Duration::from_secs(1)
@@ -629,11 +584,19 @@ fn a_wrong_secret_is_refused_and_the_right_one_pairs() {
         assert!(
             p.find(0, "replication: start").is_none(),
             "{} streamed",
-            p.name
+            p.log.name
         );
-        assert!(p.find(0, "marugoto").is_none(), "{} copied data", p.name);
+        assert!(
+            p.find(0, "marugoto").is_none(),
+            "{} copied data",
+            p.log.name
+        );
         for secret in ["correct horse battery", "staple"] {
-            assert!(p.find(0, secret).is_none(), "{} logged a secret", p.name);
+            assert!(
+                p.find(0, secret).is_none(),
+                "{} logged a secret",
+                p.log.name
+            );
         }
     }
     // Data written on the refused node stayed there.

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod http;
 pub mod l7;
 pub mod netns;
+pub mod timed_log;
 pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read, Write};
