@@ -462,3 +462,50 @@ fn a_nodes_own_proof_reflected_back_to_it_is_refused() {
     }
     assert_ne!(stat(t.node.addr, "repl_link"), "streaming");
 }
+
+#[test]
+fn a_peer_whose_stream_offsets_run_past_the_end_of_u64_is_cut_off() {
+    // Even an authenticated peer is not trusted with arithmetic: its copy ends at an offset
+    // just short of u64::MAX, and its stream then counts past it.
+    let t = start_master("sec-repl-offset", support::free_port());
+    let mut r = FrameReader::new(connect(t.repl));
+    let theirs = r.hello();
+    let nonce = auth::random_bytes::<16>();
+    let mut out = wire::MAGIC.to_vec();
+    out.extend_from_slice(&hello(nonce, true, true));
+    out.extend_from_slice(&proof(SECRET, &nonce, &theirs));
+    out.extend_from_slice(&frame(Kind::Resume, &[0, 0]));
+    let mut begin = 0u64.to_le_bytes().to_vec();
+    begin.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&frame(Kind::CopyBegin, &begin));
+    let near_end = u64::MAX - 4;
+    let mut end = vec![1u8];
+    end.extend_from_slice(&near_end.to_le_bytes());
+    out.extend_from_slice(&frame(Kind::CopyEnd, &end));
+    // The first 10 bytes of a record: incomplete, so held until the next frame.
+    let mut record = Vec::new();
+    let version = Version {
+        time: 1,
+        node: CLIENT_ID,
+    };
+    wire::encode_set(&mut record, b"wrapped", b"value", 0, 0, version);
+    let mut stream = near_end.to_le_bytes().to_vec();
+    stream.extend_from_slice(&record[..10]);
+    out.extend_from_slice(&frame(Kind::Stream, &stream));
+    let mut rest = near_end.wrapping_add(10).to_le_bytes().to_vec();
+    rest.extend_from_slice(&record[10..]);
+    out.extend_from_slice(&frame(Kind::Stream, &rest));
+    r.stream.write_all(&out).expect("write");
+    support::wait_for_line(&t.node.log, "out of range");
+    r.rest();
+    assert_eq!(
+        get(t.node.addr, "wrapped"),
+        None,
+        "the wrapped record was applied"
+    );
+    assert_ne!(stat(t.node.addr, "repl_link"), "streaming");
+    // The node goes on serving.
+    let mut c = Conn::connect(t.node.addr);
+    c.send(b"set k 0 0 1\r\nv\r\n");
+    assert_eq!(c.line(), "STORED");
+}

@@ -437,17 +437,24 @@ fn on_stream(
     let Some(pos) = *stream_pos else {
         return Err("stream data before the copy finished".into());
     };
-    if offset != pos + pending.len() as u64 {
+    // Offsets come from the peer (its copy's end, then each frame): checked, so a peer
+    // counting past u64::MAX ends the link instead of wrapping around.
+    let beyond = |n: usize| {
+        pos.checked_add(n as u64)
+            .ok_or_else(|| format!("stream offset {pos} + {n} is out of range"))
+    };
+    let expected = beyond(pending.len())?;
+    if offset != expected {
         return Err(format!(
-            "stream gap: expected offset {}, got {offset}",
-            pos + pending.len() as u64
+            "stream gap: expected offset {expected}, got {offset}"
         ));
     }
+    beyond(pending.len() + body.len() - 8)?;
     pending.extend_from_slice(&body[8..]);
     let now = unix_now();
     let (items, used) = apply_records(r, pending, now)?;
     pending.drain(..used);
-    let new_pos = pos + used as u64;
+    let new_pos = beyond(used)?;
     *stream_pos = Some(new_pos);
     r.set_held_peer_stream(peer_stream, new_pos);
     r.shared.want_ack();
