@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod fd_limit;
 pub mod fuzzing;
 pub mod logging;
 pub mod manual;

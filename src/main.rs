@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads())
         .thread_name("opsconsole-worker")
@@ -90,6 +91,35 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(config, face, ring, cli.run))
+}
+
+/// Raises the open-files limit and warns (in the log, where operators look) when even the
+/// raised limit is below what the cache connection limits need.
+fn raise_fd_limit(config: &Config) {
+    let (before, after) = match opsconsole::fd_limit::raise() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open files limit: {e}");
+            return;
+        }
+    };
+    if after > before {
+        tracing::info!("open files limit raised from {before} to {after}");
+    }
+    let conns: u64 = [&config.master, &config.slave]
+        .into_iter()
+        .flatten()
+        .map(|c| u64::from(c.conn_limit))
+        .sum();
+    let needed = conns + opsconsole::fd_limit::RESERVED;
+    if conns > 0 && after > 0 && needed > after {
+        tracing::warn!(
+            "conn_limit allows {conns} cache connections but the open files limit is {after}: \
+             clients past about {} will see accept errors; raise the hard limit \
+             (ulimit -Hn, or LimitNOFILE= in the systemd unit)",
+            after.saturating_sub(opsconsole::fd_limit::RESERVED)
+        );
+    }
 }
 
 /// What shows the node to the operator.
