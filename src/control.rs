@@ -261,6 +261,14 @@ pub struct CacheSnapshot {
     pub decr_hits: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Connections closed for `idle_timeout_secs`, `request_timeout_ms` and
+    /// `send_timeout_ms`: a rise is slow or stuck clients, or a timeout set too short.
+    #[serde(default)]
+    pub idle_kicks: u64,
+    #[serde(default)]
+    pub request_timeouts: u64,
+    #[serde(default)]
+    pub send_timeouts: u64,
     /// Present when the cache replicates with a peer.
     pub replication: Option<ReplicationSnapshot>,
 }

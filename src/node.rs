@@ -542,6 +542,9 @@ fn cache_snapshot(slot: &CacheSlot, running: &Running) -> CacheSnapshot {
         decr_hits: c.get(Counter::DecrHits),
         bytes_read: c.get(Counter::BytesRead),
         bytes_written: c.get(Counter::BytesWritten),
+        idle_kicks: c.get(Counter::IdleKicks),
+        request_timeouts: c.get(Counter::RequestTimeouts),
+        send_timeouts: c.get(Counter::SendTimeouts),
         replication: e
             .repl
             .as_ref()

@@ -97,7 +97,7 @@ type CacheField = (
 );
 
 fn caches(out: &mut String, caches: &[CacheSnapshot]) {
-    let fields: [CacheField; 21] = [
+    let fields: [CacheField; 24] = [
         ("up", "gauge", "1 while the cache runs.", |c| {
             u64::from(!c.stopped)
         }),
@@ -190,6 +190,24 @@ fn caches(out: &mut String, caches: &[CacheSnapshot]) {
             "counter",
             "Bytes written to clients.",
             |c| c.bytes_written,
+        ),
+        (
+            "idle_kicks_total",
+            "counter",
+            "Connections closed after idle_timeout_secs without a request.",
+            |c| c.idle_kicks,
+        ),
+        (
+            "request_timeouts_total",
+            "counter",
+            "Connections closed because a request did not arrive whole within request_timeout_ms.",
+            |c| c.request_timeouts,
+        ),
+        (
+            "send_timeouts_total",
+            "counter",
+            "Connections closed because the client took no reply bytes for send_timeout_ms.",
+            |c| c.send_timeouts,
         ),
     ];
     for (name, kind, help, get) in fields {

@@ -11,14 +11,36 @@ use super::store::{Item, NewItem, Shard};
 use super::version::Version;
 use crate::replication::wire;
 
+/// A multi-key get stops adding values once this much is buffered, so the connection can
+/// send it before going on: a get of 10,000 keys at the item size limit would otherwise
+/// build gigabytes of replies in memory (memcached streams them from the items instead).
+pub const REPLY_CHUNK: usize = 1 << 20;
+
 /// What the connection does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub enum Flow<'a> {
     Continue,
     /// Throw away this many incoming bytes (the data block of a refused value).
     Swallow(usize),
     /// Send what is buffered, then close.
     Close,
+    /// Send what is buffered, then `resume` the rest of this get.
+    More(GetRest<'a>),
+}
+
+/// The keys of a multi-key get not answered yet (already checked, so resuming cannot turn
+/// into an error after values have been sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetRest<'a> {
+    keys: &'a [u8],
+    with_cas: bool,
+    touch: Option<i32>,
+}
+
+impl<'a> GetRest<'a> {
+    pub fn resume(self, ctx: &mut Ctx<'_>) -> Flow<'a> {
+        get_checked(ctx, self)
+    }
 }
 
 /// Per-connection context the executor needs.
@@ -141,8 +163,12 @@ pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
                     counters: &mut counters,
                     repl: engine.replicated().then_some(&mut records),
                 };
-                match execute(&mut ctx, req) {
-                    Flow::Continue => {}
+                let mut flow = execute(&mut ctx, req);
+                while let Flow::More(rest) = flow {
+                    flow = rest.resume(&mut ctx);
+                }
+                match flow {
+                    Flow::Continue | Flow::More(_) => {}
                     Flow::Swallow(n) => pos = (pos + n).min(input.len()),
                     Flow::Close => break,
                 }
@@ -162,7 +188,7 @@ pub fn run_text(engine: &Engine, now: u32, input: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) -> Flow {
+pub fn execute<'a>(ctx: &mut Ctx<'_>, req: Request<'a>) -> Flow<'a> {
     if !ctx.engine.serving() && !allowed_while_not_serving(&req) {
         line(ctx.out, NOT_SERVING);
         return match req {
@@ -178,7 +204,7 @@ pub fn execute(ctx: &mut Ctx<'_>, req: Request<'_>) -> Flow {
             keys,
             with_cas,
             touch,
-        } => get(ctx, keys, with_cas, touch),
+        } => return get(ctx, keys, with_cas, touch),
         Request::Store {
             mode,
             key,
@@ -367,14 +393,70 @@ fn write_value(out: &mut Vec<u8>, shard: &Shard, idx: u32, with_cas: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn get(ctx: &mut Ctx<'_>, keys: &[u8], with_cas: bool, touch: Option<i32>) {
+fn get<'a>(ctx: &mut Ctx<'_>, keys: &'a [u8], with_cas: bool, touch: Option<i32>) -> Flow<'a> {
+    let rest = GetRest {
+        keys,
+        with_cas,
+        touch,
+    };
+    // Every key is checked before any value goes out: a bad key answers the whole get with
+    // an error, and that must not come after values already sent.
+    let Some(bad_at) = first_bad_key(keys) else {
+        return get_checked(ctx, rest);
+    };
+    // memcached has already looked up (and for `gat`, touched) the keys before the bad one
+    // when it finds it: those effects stand, only their values are not sent. Run them with
+    // the output thrown away chunk by chunk, so memory stays bounded here too.
     let start = ctx.out.len();
+    let mut before = GetRest {
+        keys: &keys[..bad_at],
+        ..rest
+    };
+    loop {
+        let flow = get_checked(ctx, before);
+        ctx.out.truncate(start);
+        match flow {
+            Flow::More(more) => before = more,
+            _ => break,
+        }
+    }
+    line(ctx.out, "CLIENT_ERROR bad command line format");
+    Flow::Continue
+}
+
+/// Where the first key that is too long or has a forbidden byte starts.
+fn first_bad_key(keys: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for key in keys.split(|&b| b == b' ') {
+        if !key.is_empty() && (key.len() > KEY_MAX_LENGTH || !key_ok(key)) {
+            return Some(at);
+        }
+        at += key.len() + 1;
+    }
+    None
+}
+
+/// Answers checked keys until the buffered replies reach `REPLY_CHUNK`, then hands back
+/// the rest; `END` follows the last key.
+fn get_checked<'a>(ctx: &mut Ctx<'_>, rest: GetRest<'a>) -> Flow<'a> {
+    let GetRest {
+        keys,
+        with_cas,
+        touch,
+    } = rest;
     let new_exptime = touch.map(|e| absolute_exptime(e, ctx.now));
-    for key in keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
-        if key.len() > KEY_MAX_LENGTH || !key_ok(key) {
-            ctx.out.truncate(start);
-            line(ctx.out, "CLIENT_ERROR bad command line format");
-            return;
+    let (cmd, hit_c, miss_c) = if touch.is_some() {
+        (Counter::CmdTouch, Counter::TouchHits, Counter::TouchMisses)
+    } else {
+        (Counter::CmdGet, Counter::GetHits, Counter::GetMisses)
+    };
+    let mut at = 0;
+    while at < keys.len() {
+        let end = memchr::memchr(b' ', &keys[at..]).map_or(keys.len(), |i| at + i);
+        let key = &keys[at..end];
+        at = end + 1;
+        if key.is_empty() {
+            continue;
         }
         let now = ctx.now;
         let engine = ctx.engine;
@@ -393,16 +475,19 @@ fn get(ctx: &mut Ctx<'_>, keys: &[u8], with_cas: bool, touch: Option<i32>) {
             write_value(out, shard, idx, with_cas);
             Some(())
         });
-        let (cmd, hit_c, miss_c) = if touch.is_some() {
-            (Counter::CmdTouch, Counter::TouchHits, Counter::TouchMisses)
-        } else {
-            (Counter::CmdGet, Counter::GetHits, Counter::GetMisses)
-        };
         ctx.counters.incr(cmd);
         ctx.counters
             .incr(if hit.is_some() { hit_c } else { miss_c });
+        if ctx.out.len() >= REPLY_CHUNK && at < keys.len() {
+            return Flow::More(GetRest {
+                keys: &keys[at..],
+                with_cas,
+                touch,
+            });
+        }
     }
     ctx.out.extend_from_slice(b"END\r\n");
+    Flow::Continue
 }
 
 /// One storage operation, classic or meta.
@@ -1175,6 +1260,49 @@ mod tests {
 
     fn run(engine: &Engine, now: u32, input: &str) -> String {
         String::from_utf8_lossy(&run_text(engine, now, input.as_bytes())).into_owned()
+    }
+
+    #[test]
+    fn a_get_larger_than_a_reply_chunk_stops_and_resumes_where_it_left_off() {
+        let e = engine();
+        let value = "v".repeat(REPLY_CHUNK / 2 + 1);
+        run(
+            &e,
+            T0,
+            &format!(
+                "set a 0 0 {0}\r\n{value}\r\nset b 0 0 {0}\r\n{value}\r\nset c 0 0 {0}\r\n{value}\r\n",
+                value.len()
+            ),
+        );
+        let mut out = Vec::new();
+        let mut counters = LocalCounters::default();
+        let mut ctx = Ctx {
+            engine: &e,
+            now: T0,
+            out: &mut out,
+            counters: &mut counters,
+            repl: None,
+        };
+        let Flow::More(rest) = get(&mut ctx, b"a  b missing c", false, None) else {
+            panic!("two values fill a chunk");
+        };
+        assert_eq!(rest.keys, b"missing c");
+        // Nothing was sent here, so the buffer stays over a chunk and every resume answers
+        // one more key: still progress, never a loop.
+        let Flow::More(rest) = rest.resume(&mut ctx) else {
+            panic!("still over a chunk");
+        };
+        assert_eq!(rest.keys, b"c");
+        assert_eq!(rest.resume(&mut ctx), Flow::Continue);
+        let one = |k: &str| format!("VALUE {k} 0 {}\r\n{value}\r\n", value.len());
+        let whole = format!("{}{}{}END\r\n", one("a"), one("b"), one("c"));
+        assert!(out == whole.as_bytes(), "the pieces make the whole reply");
+        // A bad key anywhere answers the whole get with an error, before any value.
+        let bad = format!("get a b {}\r\n", "k".repeat(KEY_MAX_LENGTH + 1));
+        assert_eq!(
+            run(&e, T0, &bad),
+            "CLIENT_ERROR bad command line format\r\n"
+        );
     }
 
     #[test]

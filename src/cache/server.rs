@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +21,8 @@ use super::stats::{Counter, LocalCounters};
 
 /// Read buffer growth step; one read takes at most this much beyond what is buffered.
 const READ_CHUNK: usize = 16 * 1024;
+/// What a batch's reply buffer starts with: most batches' replies fit.
+const REPLY_START: usize = 4 * 1024;
 /// Replies buffered beyond this are written before parsing more, bounding per-connection
 /// memory for clients that pipeline many large gets.
 const OUT_HIGH_WATER: usize = 1 << 20;
@@ -109,32 +112,102 @@ fn admit(
     });
 }
 
-/// Serves one client: read what is available, answer every complete request in it, write
-/// the replies once.
+/// The client-facing timeouts of one cache listener (`None` = no limit).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    idle: Option<Duration>,
+    request: Option<Duration>,
+    send: Option<Duration>,
+}
+
+impl Timeouts {
+    fn of(engine: &Engine) -> Timeouts {
+        let c = &engine.config;
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        Timeouts {
+            idle: some(Duration::from_secs(c.idle_timeout_secs)),
+            request: some(Duration::from_millis(c.request_timeout_ms)),
+            send: some(Duration::from_millis(c.send_timeout_ms)),
+        }
+    }
+}
+
+/// Why a connection's read deadline passed.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Between requests, for `idle`.
+    Idle,
+    /// In the middle of a request, for `request`.
+    Request,
+}
+
+/// Serves one client and counts what it did, however the connection ends.
 async fn connection(
     engine: &Engine,
     mut sock: TcpStream,
     cancel: CancellationToken,
 ) -> io::Result<()> {
+    let mut counters = LocalCounters::default();
+    let result = serve_client(engine, &mut sock, &cancel, &mut counters).await;
+    engine.counters.merge(&mut counters);
+    result
+}
+
+/// Read what is available, answer every complete request in it, write the replies once.
+async fn serve_client(
+    engine: &Engine,
+    sock: &mut TcpStream,
+    cancel: &CancellationToken,
+    counters: &mut LocalCounters,
+) -> io::Result<()> {
     let limits = engine.parse_limits();
     let replicated = engine.replicated();
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut counters = LocalCounters::default();
+    let timeouts = Timeouts::of(engine);
+    let mut input: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut records: Vec<u8> = Vec::new();
     let mut swallow = 0usize;
+    // When the request now partly read began, and when the client last sent anything; read
+    // only when a timeout needs them, so the common case costs no clock reads.
+    let mut request_began: Option<Instant> = None;
+    let mut last_input = timeouts.idle.map(|_| Instant::now());
     loop {
+        if input.is_empty() {
+            // Between requests a connection holds no buffers (memcached likewise returns
+            // idle connections' read buffers): ten thousand idle clients would otherwise
+            // pin 32 KiB each. Allocating them again per request is cheap next to the
+            // syscalls a request costs.
+            release(&mut input);
+            release(&mut out);
+            release(&mut records);
+        }
+        let deadline = match (request_began, timeouts.request, last_input, timeouts.idle) {
+            (Some(began), Some(limit), _, _) => Some((began + limit, Waiting::Request)),
+            (_, _, Some(last), Some(limit)) => Some((last + limit, Waiting::Idle)),
+            _ => None,
+        };
+        tokio::select! {
+            r = sock.readable() => r?,
+            _ = cancel.cancelled() => return Ok(()),
+            waiting = expiry(deadline) => {
+                time_out(engine, sock, counters, waiting, &timeouts);
+                return Ok(());
+            }
+        }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let n = tokio::select! {
-            r = sock.read_buf(&mut input) => r?,
-            _ = cancel.cancelled() => return Ok(()),
+        let n = match sock.try_read_buf(&mut input) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         };
         if n == 0 {
             return Ok(());
         }
         counters.add(Counter::BytesRead, n as u64);
+        // Room for the common replies in one allocation; big ones grow it.
+        out.reserve(REPLY_START);
         wait_while_writes_paused(engine).await;
         let now = unix_now();
         // In sync replication mode: where each write's reply sits in `out`, so a write the
@@ -146,6 +219,7 @@ async fn connection(
             .is_some_and(|r| r.sync_timeout.is_some());
         let mut pos = 0;
         let mut close = false;
+        let mut completed = false;
         loop {
             if swallow > 0 {
                 let k = swallow.min(input.len() - pos);
@@ -158,21 +232,41 @@ async fn connection(
             match parse(&input[pos..], &limits) {
                 Ok(Some((req, used))) => {
                     pos += used;
+                    completed = true;
                     let reply_start = out.len();
                     let records_before = records.len();
-                    let mut ctx = Ctx {
-                        engine,
-                        now,
-                        out: &mut out,
-                        counters: &mut counters,
-                        repl: replicated.then_some(&mut records),
-                    };
-                    let flow = execute(&mut ctx, req);
-                    if track_writes && records.len() > records_before {
+                    let mut flow = execute(
+                        &mut Ctx {
+                            engine,
+                            now,
+                            out: &mut out,
+                            counters,
+                            repl: replicated.then_some(&mut records),
+                        },
+                        req,
+                    );
+                    let mut chunked = false;
+                    while let Flow::More(rest) = flow {
+                        // A get whose values would not fit the buffer: send what is ready,
+                        // then go on with the rest of its keys.
+                        chunked = true;
+                        settle_writes(engine, &mut records, &mut out, &mut write_replies).await;
+                        flush(sock, &mut out, counters, timeouts.send).await?;
+                        flow = rest.resume(&mut Ctx {
+                            engine,
+                            now,
+                            out: &mut out,
+                            counters,
+                            repl: replicated.then_some(&mut records),
+                        });
+                    }
+                    // A chunked `gat` has sent its values already; its touches replicate,
+                    // but there is no whole reply left to turn into a sync-mode error.
+                    if track_writes && !chunked && records.len() > records_before {
                         write_replies.push((reply_start, out.len()));
                     }
                     match flow {
-                        Flow::Continue => {}
+                        Flow::Continue | Flow::More(_) => {}
                         Flow::Swallow(k) => swallow = k,
                         Flow::Close => {
                             close = true;
@@ -189,16 +283,76 @@ async fn connection(
             }
             if out.len() >= OUT_HIGH_WATER {
                 settle_writes(engine, &mut records, &mut out, &mut write_replies).await;
-                flush(&mut sock, &mut out, &mut counters).await?;
+                flush(sock, &mut out, counters, timeouts.send).await?;
             }
         }
         input.drain(..pos);
         settle_writes(engine, &mut records, &mut out, &mut write_replies).await;
-        flush(&mut sock, &mut out, &mut counters).await?;
-        engine.counters.merge(&mut counters);
+        flush(sock, &mut out, counters, timeouts.send).await?;
+        engine.counters.merge(counters);
         if close {
             let _ = sock.shutdown().await;
             return Ok(());
+        }
+        if timeouts.request.is_some() {
+            let in_request = !input.is_empty() || swallow > 0;
+            // A new partial request starts its own clock; one still coming keeps its start.
+            request_began = match (in_request, completed) {
+                (false, _) => None,
+                (true, true) => Some(Instant::now()),
+                (true, false) => request_began.or_else(|| Some(Instant::now())),
+            };
+        }
+        if timeouts.idle.is_some() {
+            last_input = Some(Instant::now());
+        }
+    }
+}
+
+/// Gives a buffer's memory back; the next use allocates again.
+fn release(buf: &mut Vec<u8>) {
+    if buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
+}
+
+/// Resolves when the deadline passes (never without one), saying what was awaited.
+async fn expiry(deadline: Option<(Instant, Waiting)>) -> Waiting {
+    match deadline {
+        Some((at, waiting)) => {
+            tokio::time::sleep_until(at).await;
+            waiting
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends a connection whose deadline passed: silently when idle, as memcached does; with an
+/// error line (if the socket takes it without waiting) when a request stalled halfway.
+fn time_out(
+    engine: &Engine,
+    sock: &TcpStream,
+    counters: &mut LocalCounters,
+    waiting: Waiting,
+    timeouts: &Timeouts,
+) {
+    let peer = sock.peer_addr().ok();
+    match waiting {
+        Waiting::Idle => {
+            counters.incr(Counter::IdleKicks);
+            tracing::debug!(role = engine.role, ?peer, "closed an idle connection");
+        }
+        Waiting::Request => {
+            counters.incr(Counter::RequestTimeouts);
+            let limit = timeouts.request.unwrap_or_default().as_millis();
+            let _ = sock.try_write(
+                format!("CLIENT_ERROR request not received within {limit} ms\r\n").as_bytes(),
+            );
+            tracing::debug!(
+                role = engine.role,
+                ?peer,
+                "closed a connection whose request did not arrive within {limit} ms"
+            );
         }
     }
 }
@@ -267,13 +421,52 @@ async fn flush(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
     counters: &mut LocalCounters,
+    send_timeout: Option<Duration>,
 ) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    sock.write_all(out).await?;
+    let written = match send_timeout {
+        None => sock.write_all(out).await,
+        Some(limit) => write_all_within(sock, out, limit).await,
+    };
+    if let Err(e) = written {
+        if e.kind() == io::ErrorKind::TimedOut {
+            counters.incr(Counter::SendTimeouts);
+        }
+        return Err(e);
+    }
     counters.add(Counter::BytesWritten, out.len() as u64);
     out.clear();
+    Ok(())
+}
+
+/// `write_all`, but fails once the client has taken no bytes for `limit`: a client that
+/// never reads would otherwise hold its connection and buffers for ever. The timer is only
+/// armed when the socket is full, so a reading client costs nothing extra.
+async fn write_all_within(sock: &mut TcpStream, buf: &[u8], limit: Duration) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match sock.try_write(&buf[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(limit, sock.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the client took no reply bytes for {} ms",
+                                limit.as_millis()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

@@ -43,6 +43,11 @@ counters! {
     StoreNoMemory => "store_no_memory",
     BytesRead => "bytes_read",
     BytesWritten => "bytes_written",
+    // memcached's name for connections closed by `idle_timeout`.
+    IdleKicks => "idle_kicks",
+    // Ours: clients cut off by `request_timeout_ms` and `send_timeout_ms`.
+    RequestTimeouts => "request_timeouts",
+    SendTimeouts => "send_timeouts",
 }
 
 const N: usize = Counter::ALL.len();

@@ -194,6 +194,15 @@ pub struct CacheConfig {
     pub disable_cas: bool,
     /// Initial protocol verbosity (0-2), as `verbosity` sets it.
     pub verbosity: u8,
+    /// A connection with no request for this long is closed (memcached's
+    /// `-o idle_timeout`); 0 = never, the default, since client pools keep connections idle.
+    pub idle_timeout_secs: u64,
+    /// A request (its line and data block) must arrive whole within this of its first byte,
+    /// so slowloris clients cannot hold connections; 0 = no limit.
+    pub request_timeout_ms: u64,
+    /// A client that takes no reply bytes for this long is disconnected, so one that never
+    /// reads holds a bounded buffer for a bounded time; 0 = no limit.
+    pub send_timeout_ms: u64,
     /// Replication with a peer node (absent = a standalone cache).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationConfig>,
@@ -310,6 +319,9 @@ impl Default for CacheConfig {
             disable_flush_all: false,
             disable_cas: false,
             verbosity: 0,
+            idle_timeout_secs: 0,
+            request_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
             replication: None,
         }
     }
@@ -847,6 +859,30 @@ impl Config {
                     "verbosity",
                     format!("verbosity {} in [{s}] must be 0, 1 or 2", c.verbosity),
                 ));
+            }
+            // Bounded so a deadline computed from them can never overflow.
+            for (key, value, most, unit) in [
+                (
+                    "idle_timeout_secs",
+                    c.idle_timeout_secs,
+                    30 * 86_400,
+                    "30 days",
+                ),
+                (
+                    "request_timeout_ms",
+                    c.request_timeout_ms,
+                    3_600_000,
+                    "an hour",
+                ),
+                ("send_timeout_ms", c.send_timeout_ms, 3_600_000, "an hour"),
+            ] {
+                if value > most {
+                    return Err(bad(
+                        s,
+                        key,
+                        format!("{key} {value} in [{s}] is more than {unit} ({most})"),
+                    ));
+                }
             }
             if let Some(r) = &c.replication {
                 validate_replication(s, r)

@@ -85,6 +85,9 @@ fn cache(role: &str, listen: &str, scale: u64) -> CacheSnapshot {
         decr_hits: 0,
         bytes_read: 400_000 * scale,
         bytes_written: 900_000 * scale,
+        idle_kicks: 0,
+        request_timeouts: 0,
+        send_timeouts: 0,
         replication: None,
     }
 }
