@@ -399,3 +399,132 @@ fn a_slow_but_steady_upload_is_not_timed_as_the_servers_response() {
     assert_eq!(r.status, 504);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// A process's resident memory in KiB and its open descriptors, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn clients_that_never_read_their_responses_cost_bounded_memory_and_are_closed_at_the_send_timeout()
+{
+    const STALLED: usize = 20;
+    const PIPELINED: usize = 32;
+    const SIZE: usize = 4 << 20;
+    raise_nofile();
+    let s = HttpServer::start("a");
+    let dir = scratch("abuse-stalled-readers");
+    let config = dir.join("l7.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\ndir = \"{}\"\n[l7]\nthreads = 2\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nclient_send_timeout_ms = 2000\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n",
+            dir.display(),
+            servers_toml(&[&s])
+        ),
+    )
+    .expect("write config");
+    let node = Process::spawn(&[
+        "--role".as_ref(),
+        "l7".as_ref(),
+        "--headless".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let addr = addr_after(&node.wait_for("l7 listener main on "), " on ");
+    let pid = node.child.id();
+    let big = format!("/bytes/{SIZE}");
+    // Warm up: large responses read whole, so the allocator has what a normal load needs.
+    for _ in 0..10 {
+        let r = get(addr, "t", &big, &[]).expect("a large reply");
+        assert_eq!(r.body.len(), SIZE);
+    }
+    let (rss_before, fds_before) = (rss_kib(pid), open_fds(pid));
+    // Each stalled client asks for 32 × 4 MiB on one connection and reads nothing.
+    let mut request = Vec::new();
+    for _ in 0..PIPELINED {
+        request.extend_from_slice(format!("GET {big} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    let started = Instant::now();
+    let stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.write_all(&request).expect("pipelined requests");
+            c
+        })
+        .collect();
+    let mut peak = rss_before;
+    let mut served = Vec::new();
+    let mut closed_after = None;
+    let deadline = started + Duration::from_secs(30);
+    while closed_after.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "stalled clients still held 30 s on: {} descriptors open, {} before",
+            open_fds(pid),
+            fds_before
+        );
+        peak = peak.max(rss_kib(pid));
+        // A well-behaved client is served meanwhile, a large response too.
+        let t = Instant::now();
+        let r = get(addr, "t", &big, &[]).expect("served while others stall");
+        assert_eq!((r.status, r.body.len()), (200, SIZE));
+        served.push(t.elapsed());
+        // The balancer's stalled connections (and their server connections) are gone
+        // when its descriptors are back to what they were.
+        if open_fds(pid) <= fds_before + 2 {
+            closed_after = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed_after = closed_after.unwrap_or_default();
+    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
+    eprintln!(
+        "{STALLED} clients × {PIPELINED} pipelined 4 MiB responses, none read: RSS {} MiB before, peak {} MiB (+{growth_mib:.1} MiB; {} GiB asked for); closed {closed_after:?} after they stalled; a well-behaved client got 4 MiB {} times in {}",
+        rss_before / 1024,
+        peak / 1024,
+        (STALLED * PIPELINED * SIZE) >> 30,
+        served.len(),
+        spread(served.clone())
+    );
+    assert!(
+        closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(10),
+        "closed at client_send_timeout_ms (2 s) after the stall: {closed_after:?}"
+    );
+    assert!(
+        growth_mib < 100.0,
+        "memory for {STALLED} stalled clients grew by {growth_mib:.1} MiB"
+    );
+    assert!(served.iter().all(|d| *d < Duration::from_secs(3)));
+    // From the stalled clients' side: what was sent before the stall, then the close.
+    for mut c in stalled {
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut sink = [0u8; 1 << 16];
+        let mut got = 0usize;
+        let end = loop {
+            match c.read(&mut sink) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(
+            !matches!(&end, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+            "the connection is closed, not just quiet: {end:?} after {got} bytes"
+        );
+        assert!(got < PIPELINED * SIZE, "{got} bytes: it was cut off");
+    }
+    wait_until("the node to be idle", || open_fds(pid) <= fds_before + 2);
+}
