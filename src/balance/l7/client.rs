@@ -329,7 +329,7 @@ impl Conns {
             })
             .collect();
         // Newest first: the vector is taken from the end.
-        idle.sort_by(|a, b| b.0.cmp(&a.0));
+        idle.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
         *self.candidates.borrow_mut() = idle.into_iter().map(|(_, w)| w).collect();
     }
 }
