@@ -399,25 +399,16 @@ fn a_websocket_upgrade_is_passed_through_and_echoes() {
 }
 
 #[test]
-fn an_idle_kept_alive_connection_is_closed_and_max_conns_holds_the_next_client_back() {
+fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let s = servers(&["a"]);
     let b = Balancer::from_toml(&format!(
-        "[l7]\nthreads = 1\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 1\nmax_conns = 1\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n",
+        "[l7]\nthreads = 1\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nidle_timeout_secs = 1\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n",
         servers_toml(&[&s[0]])
     ));
     let mut first = HttpConn::open(b.addr()).expect("connect");
     assert_eq!(first.get("t", "/", &[]).expect("reply").status, 200);
     // The idle clock starts once that response has gone out, a little before this.
     let served = Instant::now();
-    // The listener is full: a second client is not accepted while the first is open.
-    let mut second = HttpConn::open(b.addr()).expect("connect (kernel backlog)");
-    second
-        .stream()
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("send");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s[0].requests(), 1, "the second client waits in the backlog");
-    // The first goes idle and is closed after idle_timeout_secs; then the second is served.
     let mut rest = Vec::new();
     first
         .reader
@@ -428,5 +419,42 @@ fn an_idle_kept_alive_connection_is_closed_and_max_conns_holds_the_next_client_b
         idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
         "closed after {idle:?}"
     );
+}
+
+#[test]
+fn at_max_conns_a_busy_connection_holds_the_next_client_back_and_an_idle_one_makes_room() {
+    let s = servers(&["a"]);
+    let b = Balancer::from_toml(&format!(
+        "[l7]\nthreads = 1\n[l7.listeners.main]\nlisten = \"127.0.0.1:0\"\nmax_conns = 1\nroutes = [{{ path = \"/\", pool = \"web\" }}]\n[l7.pools.web]\n{}\n",
+        servers_toml(&[&s[0]])
+    ));
+    // The one slot is busy with a slow request: the next client waits in the backlog.
+    s[0].delay(Duration::from_millis(800));
+    let mut busy = HttpConn::open(b.addr()).expect("connect");
+    busy.stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    wait_until("the slow request to reach the server", || {
+        s[0].requests() == 1
+    });
+    let mut second = HttpConn::open(b.addr()).expect("connect (kernel backlog)");
+    second
+        .stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s[0].requests(), 1, "the second client waits in the backlog");
+    // Once the first is answered it is idle, and the waiting client takes its place
+    // (nginx's reuse of keep-alive connections): the idle one is closed.
+    let started = Instant::now();
+    assert_eq!(busy.reply(false).expect("answered").status, 200);
     assert_eq!(second.reply(false).expect("served").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mut rest = Vec::new();
+    busy.reader
+        .read_to_end(&mut rest)
+        .expect("the idle one closed to make room");
+    s[0].delay(Duration::ZERO);
+    // And a third client gets in the same way while the second sits idle.
+    assert_eq!(get(b.addr(), "t", "/", &[]).expect("served").status, 200);
 }

@@ -32,14 +32,24 @@ pub struct L7Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     pub listen: String,
-    /// Open client connections at most (0 = no limit); more wait in the kernel's backlog.
+    /// Open client connections at most (0 = no limit). At the limit the connection idle
+    /// longest (no request in flight, no request head begun) is closed to let the next
+    /// client in, as nginx reuses keep-alive connections; with none idle, further clients
+    /// wait in the kernel's backlog.
     pub max_conns: u32,
     /// Request line and headers together at most; beyond it the client gets 431.
     pub max_header_bytes: usize,
     /// The request target at most; beyond it the client gets 414.
     pub max_uri_bytes: usize,
-    /// A client must send its whole request head within this (slowloris).
+    /// A client must send its whole request head within this of its first byte (slowloris),
+    /// and the first byte of its first request within this of connecting.
     pub client_header_timeout_ms: u64,
+    /// A request body that stops arriving for this long (nothing read from the client while
+    /// the proxy waits for more) ends the request with 408 (nginx's `client_body_timeout`).
+    pub client_body_timeout_ms: u64,
+    /// A response the client stops reading for this long (a write to it makes no progress)
+    /// closes the connection (nginx's `send_timeout`, HAProxy's `timeout client`).
+    pub client_send_timeout_ms: u64,
     /// A kept-alive client connection with no request for this long is closed (0 = never).
     pub idle_timeout_secs: u64,
     /// A header carrying a request id to servers and back to the client (e.g.
@@ -61,6 +71,8 @@ impl Default for ListenerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_bytes: 8 * 1024,
             client_header_timeout_ms: 10_000,
+            client_body_timeout_ms: 60_000,
+            client_send_timeout_ms: 60_000,
             idle_timeout_secs: 60,
             request_id_header: None,
             access_log: None,
@@ -231,6 +243,10 @@ impl L7Config {
     }
 }
 
+/// The longest any timeout may be. Timeouts are added to clock readings, and a deadline
+/// past what the clock can hold would panic the worker that computed it.
+const DAY_MS: u64 = 86_400_000;
+
 pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> {
     validate_threads("l7", l7.threads)?;
     if l7.listeners.is_empty() {
@@ -257,10 +273,39 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
             );
             return Err(problem(&section, "max_uri_bytes", None, message));
         }
-        if l.client_header_timeout_ms == 0 {
-            let message =
-                format!("client_header_timeout_ms 0 in {here} would refuse every request");
-            return Err(problem(&section, "client_header_timeout_ms", None, message));
+        for (key, value, zero) in [
+            (
+                "client_header_timeout_ms",
+                l.client_header_timeout_ms,
+                "would refuse every request",
+            ),
+            (
+                "client_body_timeout_ms",
+                l.client_body_timeout_ms,
+                "would refuse every request body",
+            ),
+            (
+                "client_send_timeout_ms",
+                l.client_send_timeout_ms,
+                "would cut off every response that fills the socket",
+            ),
+        ] {
+            if value == 0 {
+                let message = format!("{key} 0 in {here} {zero}");
+                return Err(problem(&section, key, None, message));
+            }
+            if value > DAY_MS {
+                let message = format!("{key} {value} in {here} is more than {DAY_MS} (a day)");
+                return Err(problem(&section, key, None, message));
+            }
+        }
+        if l.idle_timeout_secs > DAY_MS / 1000 {
+            let message = format!(
+                "idle_timeout_secs {} in {here} is more than {} (a day)",
+                l.idle_timeout_secs,
+                DAY_MS / 1000
+            );
+            return Err(problem(&section, "idle_timeout_secs", None, message));
         }
         if let Some(h) = &l.request_id_header
             && hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
@@ -327,6 +372,10 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
         ] {
             if value == 0 {
                 let message = format!("{key} 0 in {here} would fail every request");
+                return Err(problem(&section, key, None, message));
+            }
+            if value > DAY_MS {
+                let message = format!("{key} {value} in {here} is more than {DAY_MS} (a day)");
                 return Err(problem(&section, key, None, message));
             }
         }
@@ -514,6 +563,37 @@ servers = [{ address = "127.0.0.1:8082" }]
             "listen = \"127.0.0.1:8080\"\nmax_header_bytes = 100",
         ));
         assert_eq!(p.key, "max_header_bytes");
+        for key in [
+            "client_header_timeout_ms",
+            "client_body_timeout_ms",
+            "client_send_timeout_ms",
+        ] {
+            for bad in ["0", "86400001"] {
+                let p = problem_with(&GOOD.replace(
+                    "listen = \"127.0.0.1:8080\"",
+                    &format!("listen = \"127.0.0.1:8080\"\n{key} = {bad}"),
+                ));
+                assert_eq!((p.section.as_str(), p.key), ("l7.listeners.main", key));
+                assert!(
+                    p.message
+                        .contains(&format!("{key} {bad} in [l7.listeners.main]")),
+                    "{}",
+                    p.message
+                );
+            }
+        }
+        let p = problem_with(&GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nidle_timeout_secs = 18446744073709551615",
+        ));
+        assert_eq!(p.key, "idle_timeout_secs");
+        let p = problem_with(
+            &GOOD.replace("[pools.web]", "[pools.web]\nresponse_timeout_ms = 86400001"),
+        );
+        assert_eq!(
+            (p.section.as_str(), p.key),
+            ("l7.pools.web", "response_timeout_ms")
+        );
         let p = problem_with(&GOOD.replace("127.0.0.1:8081", "nowhere"));
         assert_eq!((p.section.as_str(), p.key), ("l7.pools.web", "servers"));
     }

@@ -1,16 +1,20 @@
 //! The bodies the proxy streams. Nothing is buffered whole: each frame passes through as it
 //! arrives, counted on the server it goes to or comes from. A response body also knows what
 //! to release when it ends: the upstream connection goes back to the worker's idle pool, the
-//! server's active-request count drops, and the client connection becomes idle.
+//! server's active-request count drops, and the client connection becomes idle. A request
+//! body the client stops sending for `client_body_timeout` ends with `BodyTimeout`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use super::access_log::{AccessLog, Entry};
 use super::client::Busy;
@@ -23,33 +27,148 @@ pub type RequestBody = Either<Counted, Empty<Bytes>>;
 /// What goes to a client: a server's response, or one of the proxy's own.
 pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client sent no more of its request body for this long.
+#[derive(Debug)]
+pub struct BodyTimeout(pub Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no more of the request body within {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// How far a request body has come, for the response timeout: the server is not to be
+/// timed while the proxy still waits on the client for the body.
+pub struct Upload {
+    base: Instant,
+    /// The last poll found nothing from the client yet.
+    waiting_on_client: AtomicBool,
+    /// When the whole body had been read from the client (µs after `base`; `NOT_YET`).
+    done_us: AtomicU64,
+}
+
+const NOT_YET: u64 = u64::MAX;
+
+/// Where a body stands when the response timeout runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    /// Waiting for the client to send more.
+    FromClient,
+    /// Waiting for the server to take more: the server's time.
+    ToServer,
+    /// All of it read from the client at this instant.
+    Done(Instant),
+}
+
+impl Upload {
+    fn new() -> Upload {
+        Upload {
+            base: Instant::now(),
+            waiting_on_client: AtomicBool::new(false),
+            done_us: AtomicU64::new(NOT_YET),
+        }
+    }
+
+    fn finish(&self) {
+        if self.done_us.load(Relaxed) == NOT_YET {
+            let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(NOT_YET - 1);
+            self.done_us.store(us, Relaxed);
+        }
+    }
+
+    pub fn state(&self) -> UploadState {
+        match self.done_us.load(Relaxed) {
+            NOT_YET if self.waiting_on_client.load(Relaxed) => UploadState::FromClient,
+            NOT_YET => UploadState::ToServer,
+            us => UploadState::Done(self.base + Duration::from_micros(us)),
+        }
+    }
+}
+
 /// A client's request body on its way to `server`.
 pub struct Counted {
     inner: Incoming,
     server: Arc<Backend>,
+    timeout: Duration,
+    /// Runs while the proxy waits on the client for more (kept to be reset, not remade).
+    stall: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    upload: Arc<Upload>,
 }
 
 impl Counted {
-    pub fn new(inner: Incoming, server: Arc<Backend>) -> Counted {
-        Counted { inner, server }
+    /// `timeout`: how long the client may leave the proxy waiting for more of the body.
+    pub fn new(inner: Incoming, server: Arc<Backend>, timeout: Duration) -> Counted {
+        let upload = Arc::new(Upload::new());
+        if inner.is_end_stream() {
+            upload.finish();
+        }
+        Counted {
+            inner,
+            server,
+            timeout,
+            stall: None,
+            armed: false,
+            upload,
+        }
+    }
+
+    pub fn upload(&self) -> Arc<Upload> {
+        self.upload.clone()
     }
 }
 
 impl Body for Counted {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.server.bytes_in.fetch_add(data.len() as u64, Relaxed);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.server.bytes_in.fetch_add(data.len() as u64, Relaxed);
+                }
+                this.armed = false;
+                this.upload.waiting_on_client.store(false, Relaxed);
+                if this.inner.is_end_stream() {
+                    this.upload.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.upload.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => {
+                this.upload.waiting_on_client.store(true, Relaxed);
+                let deadline = Instant::now() + this.timeout;
+                let stall = match &mut this.stall {
+                    Some(s) => {
+                        if !this.armed {
+                            s.as_mut().reset(deadline);
+                        }
+                        s
+                    }
+                    None => this
+                        .stall
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.armed = true;
+                if stall.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

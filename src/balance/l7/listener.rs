@@ -28,6 +28,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub client_header_timeout: Duration,
+    /// A request body that stops arriving this long ends its request (408).
+    pub client_body_timeout: Duration,
+    /// A write to the client that makes no progress this long closes the connection.
+    pub client_send_timeout: Duration,
     /// `None`: kept-alive connections may idle for ever.
     pub idle_timeout: Option<Duration>,
     pub request_id: Option<HeaderName>,
@@ -40,6 +44,8 @@ impl Limits {
             max_header_bytes: cfg.max_header_bytes,
             max_uri_bytes: cfg.max_uri_bytes,
             client_header_timeout: Duration::from_millis(cfg.client_header_timeout_ms),
+            client_body_timeout: Duration::from_millis(cfg.client_body_timeout_ms),
+            client_send_timeout: Duration::from_millis(cfg.client_send_timeout_ms),
             idle_timeout: (cfg.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
             // Validation has checked the name.
@@ -118,10 +124,13 @@ pub struct Listener {
     pub routing: Published<Routing>,
     pub access_log: Published<Option<AccessLog>>,
     pub active_conns: AtomicU64,
+    /// Open connections plus the places accept loops hold for the next one: what
+    /// `max_conns` is checked against (see `client::Slot`).
+    pub slots: AtomicU64,
     pub total_conns: AtomicU64,
     pub no_route: AtomicU64,
     pub rejected: AtomicU64,
-    /// Woken when a connection closes, for accept loops waiting under `max_conns`.
+    /// Woken when a slot frees, for accept loops waiting under `max_conns`.
     pub slot_freed: Notify,
     /// Cancelled when the listener is removed: it stops accepting (connections go on).
     pub accepting: CancellationToken,
@@ -144,6 +153,7 @@ impl Listener {
             routing: Published::new(routing),
             access_log: Published::new(access_log),
             active_conns: AtomicU64::new(0),
+            slots: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             no_route: AtomicU64::new(0),
             rejected: AtomicU64::new(0),

@@ -220,29 +220,42 @@ impl L7 {
     }
 }
 
-/// One worker's accept loop for one listener, holding back while the listener is at its
-/// `max_conns` (further clients wait in the kernel's backlog).
+/// One worker's accept loop for one listener. At the listener's `max_conns` it closes this
+/// worker's connection idle longest to let the next client in (one at a time, waiting for
+/// each to be gone), as nginx reuses keep-alive connections when it runs out; with none
+/// idle it holds back, and further clients wait in the kernel's backlog.
 async fn accept(listener: Arc<Listener>, socket: TcpListener, worker: Worker) {
     let proxy = Rc::new(Proxy::new(listener.clone(), worker.seed()));
     let mut warned = false;
+    // The connection asked to close for the next client, until it has.
+    let mut reclaiming: Option<std::sync::Weak<client::ClientState>> = None;
+    // When the listener last said it was full (once a minute at most).
+    let mut said_full: Option<tokio::time::Instant> = None;
     loop {
         let max = proxy.limits().max_conns;
-        if max > 0
-            && listener
-                .active_conns
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= max
-        {
+        let Some(slot) = client::Slot::take(&listener, max) else {
+            if reclaiming.as_ref().is_none_or(|w| w.strong_count() == 0) {
+                reclaiming = proxy.conns.reclaim_one();
+                if said_full.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    said_full = Some(tokio::time::Instant::now());
+                    let what = if reclaiming.is_some() {
+                        "closing the connections idle longest to let new clients in"
+                    } else {
+                        "no connection is idle: new clients wait in the backlog"
+                    };
+                    tracing::warn!(listener = %listener.name, "l7 listener {} is at max_conns ({max}): {what}", listener.name);
+                }
+            }
             tokio::select! {
                 _ = listener.accepting.cancelled() => return,
                 _ = worker.stop.cancelled() => return,
                 _ = listener.slot_freed.notified() => {}
-                // A close on another worker may have been missed between the check and the
-                // wait: look again now and then.
+                // A slot freed on another worker may have been missed between the check and
+                // the wait: look again now and then.
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             continue;
-        }
+        };
         let accepted = tokio::select! {
             _ = listener.accepting.cancelled() => return,
             _ = worker.stop.cancelled() => return,
@@ -251,7 +264,7 @@ async fn accept(listener: Arc<Listener>, socket: TcpListener, worker: Worker) {
         match accepted {
             Ok((stream, peer)) => {
                 warned = false;
-                let open = client::Open::new(&listener);
+                let open = client::Open::new(slot);
                 let task = client::serve(proxy.clone(), stream, peer, open, worker.stop.clone());
                 tokio::task::spawn_local(worker.conns.track_future(task));
             }

@@ -18,7 +18,10 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
 use super::access_log::{AccessLog, Entry};
-use super::body::{Counted, Finish, RequestBody, ResponseBody, UpstreamBody, local};
+use super::body::{
+    BodyTimeout, Counted, Finish, RequestBody, ResponseBody, Upload, UploadState, UpstreamBody,
+    local,
+};
 use super::client::Busy;
 use super::idle::{self, Sender};
 use super::listener::{Limits, Listener, Routing};
@@ -35,6 +38,8 @@ use crate::sync::{Follower, Local};
 
 pub struct Proxy {
     pub listener: Arc<Listener>,
+    /// This worker's connections on the listener, for `max_conns`.
+    pub conns: super::client::Conns,
     seed: u64,
     view: RefCell<View>,
 }
@@ -129,6 +134,17 @@ fn failure_reply(status: StatusCode) -> Response<ResponseBody> {
             status,
             "400 Bad Request: the request body broke off before its end.\n",
         ),
+        StatusCode::REQUEST_TIMEOUT => {
+            // The rest of the body is not coming: the connection cannot carry another
+            // request, so say so rather than leave the client to find out.
+            let mut r = reply(
+                status,
+                "408 Request Timeout: the request body stopped arriving.\n",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
         _ => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: no server is available to handle this request.\n",
@@ -177,13 +193,21 @@ struct Outgoing {
     /// The client's body until a try takes it (a request with a body is sent once).
     body: Option<Incoming>,
     has_body: bool,
+    /// How long the client may stall its body.
+    body_timeout: std::time::Duration,
+    /// The body's progress, once a try has taken it.
+    upload: Option<Arc<Upload>>,
 }
 
 impl Outgoing {
     /// The request for one try; `keep` leaves a copy of the head for a later try.
     fn request(&mut self, server: &Arc<Backend>, keep: bool) -> Request<RequestBody> {
         let body: RequestBody = match self.body.take() {
-            Some(b) if self.has_body => Either::Left(Counted::new(b, server.clone())),
+            Some(b) if self.has_body => {
+                let counted = Counted::new(b, server.clone(), self.body_timeout);
+                self.upload = Some(counted.upload());
+                Either::Left(counted)
+            }
             _ => Either::Right(Empty::new()),
         };
         let mut req = Request::new(body);
@@ -218,6 +242,7 @@ impl Proxy {
                 pools,
             }),
             listener,
+            conns: Default::default(),
             seed,
         }
     }
@@ -344,7 +369,15 @@ impl Proxy {
         }
         let response = self
             .forward(
-                req, peer, host, pool, upstream, route_http, &settings, busy, entry,
+                req,
+                peer,
+                host,
+                (pool, upstream),
+                route_http,
+                &settings,
+                limits.client_body_timeout,
+                busy,
+                entry,
             )
             .await;
         let status = response.status().as_u16();
@@ -407,10 +440,10 @@ impl Proxy {
         mut req: Request<Incoming>,
         peer: &Peer,
         host: Option<HeaderValue>,
-        pool: usize,
-        upstream: &Upstream,
+        (pool, upstream): (usize, &Upstream),
         route_http: &HttpCounters,
         settings: &Settings,
+        body_timeout: std::time::Duration,
         busy: Busy,
         entry: &mut Option<Box<Entry>>,
     ) -> Response<ResponseBody> {
@@ -460,6 +493,8 @@ impl Proxy {
             headers,
             body: Some(body),
             has_body,
+            body_timeout,
+            upload: None,
         };
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         // The first server tried, to count a redispatch (compared by address only).
@@ -613,11 +648,29 @@ impl Proxy {
             let request = pending.take().unwrap_or_else(|| out.request(server, keep));
             // One clock read serves both the deadline and the latency.
             let started = tokio::time::Instant::now();
-            let sent = tokio::time::timeout_at(
-                started + settings.response_timeout,
-                sender.try_send_request(request),
-            )
-            .await;
+            let sending = sender.try_send_request(request);
+            tokio::pin!(sending);
+            let mut due = started + settings.response_timeout;
+            let sent = loop {
+                match tokio::time::timeout_at(due, &mut sending).await {
+                    Ok(r) => break Ok(r),
+                    Err(elapsed) => {
+                        // The server's clock runs from the end of the body: time spent
+                        // waiting on a slow client is not the server's (the body timeout
+                        // bounds that), and charging it would eject healthy servers.
+                        let state = out.upload.as_ref().map(|u| u.state());
+                        match state {
+                            Some(UploadState::FromClient) => {
+                                due = tokio::time::Instant::now() + settings.response_timeout;
+                            }
+                            Some(UploadState::Done(at)) if at + settings.response_timeout > due => {
+                                due = at + settings.response_timeout;
+                            }
+                            _ => break Err(elapsed),
+                        }
+                    }
+                }
+            };
             let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             match sent {
                 Ok(Ok(resp)) => return Tried::Answered(resp, sender, latency_us),
@@ -629,7 +682,10 @@ impl Proxy {
                     }
                     tracing::debug!(server = %server.name, "request to {} failed: {}", server.addr, e.error());
                     // hyper says "user" when the body we gave it failed: the client's upload
-                    // broke off, and the server did nothing wrong.
+                    // broke off or stalled, and the server did nothing wrong.
+                    if is_body_timeout(e.error()) {
+                        return Tried::Failed(Failure::ClientTimeout);
+                    }
                     if e.error().is_user() {
                         return Tried::Failed(Failure::ClientAborted);
                     }
@@ -643,6 +699,18 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Whether a failed exchange failed because the client's body stalled.
+fn is_body_timeout(e: &hyper::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<BodyTimeout>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Carries an upgraded connection (WebSocket) both ways until either side closes.

@@ -17,12 +17,14 @@ pub enum Failure {
     /// The client's request body broke off (it closed or reset mid-upload): nothing to hold
     /// against the server, and nothing left to send anywhere else.
     ClientAborted,
+    /// The client stopped sending its request body for the body timeout.
+    ClientTimeout,
 }
 
 impl Failure {
     /// Whether the failure says something about the server (passive health counts it).
     pub fn is_server_fault(self) -> bool {
-        !matches!(self, Failure::ClientAborted)
+        !matches!(self, Failure::ClientAborted | Failure::ClientTimeout)
     }
 }
 
@@ -55,8 +57,9 @@ pub fn may_retry(failure: Failure, a: Attempt<'_>) -> bool {
         return false; // the client has part of an answer: nothing can be redone
     }
     match failure {
-        Failure::ClientAborted => false, // the rest of the body is gone with the client
-        Failure::Connect => true,        // nothing reached any server
+        // The rest of the body is gone with the client, or not coming.
+        Failure::ClientAborted | Failure::ClientTimeout => false,
+        Failure::Connect => true, // nothing reached any server
         Failure::Status(s) if !is_retryable_status(s) => false,
         Failure::Status(_) | Failure::Timeout | Failure::Broken => {
             !a.body_sent && (is_idempotent(a.method) || a.retry_non_idempotent)
@@ -73,6 +76,7 @@ pub fn client_status(failure: Failure) -> StatusCode {
         Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Failure::Broken => StatusCode::BAD_GATEWAY,
         Failure::ClientAborted => StatusCode::BAD_REQUEST,
+        Failure::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
     }
 }
 
@@ -172,6 +176,12 @@ mod tests {
             client_status(Failure::ClientAborted),
             StatusCode::BAD_REQUEST
         );
+        assert_eq!(
+            client_status(Failure::ClientTimeout),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        assert!(!may_retry(Failure::ClientTimeout, get));
+        assert!(!Failure::ClientTimeout.is_server_fault());
         assert!(!may_retry(Failure::ClientAborted, get));
         assert!(!Failure::ClientAborted.is_server_fault() && Failure::Broken.is_server_fault());
     }
