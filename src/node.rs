@@ -166,6 +166,10 @@ pub struct Node {
     /// The demo's HTTP app servers.
     pub apps: Vec<Arc<AppServer>>,
     cancel: CancellationToken,
+    /// Stops the demo's traffic generator, first thing at shutdown: it is a client, and
+    /// its connection through the L4 balancer would otherwise hold that balancer's grace
+    /// period open to the end.
+    traffic_stop: CancellationToken,
     /// Tasks that are the node's rather than one cache's (traffic, restarts).
     tracker: TaskTracker,
     /// The runtime the engines run on: actions may arrive from any thread (the console's
@@ -267,11 +271,12 @@ impl Node {
             let name = service.as_deref()?;
             l4.as_ref()?.listen_addr(name)
         };
+        let traffic_stop = cancel.child_token();
         let traffic = config.demo.as_ref().map(|d| {
             let mut targets: Vec<_> = caches.iter().map(|s| s.addr).collect();
             targets.extend(via_l4(&d.cache_service));
             let t = Arc::new(Traffic::new(d.clone(), targets, via_l4(&d.http_service)));
-            tracker.spawn(t.clone().run(cancel.child_token()));
+            tracker.spawn(t.clone().run(traffic_stop.clone()));
             t
         });
         Ok(Node {
@@ -281,6 +286,7 @@ impl Node {
             l7,
             apps,
             cancel,
+            traffic_stop,
             tracker,
             runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
@@ -292,6 +298,7 @@ impl Node {
     /// Returns false if something was still running when the grace period ended.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         let started = Instant::now();
+        self.traffic_stop.cancel();
         let l4_done = match &self.l4 {
             Some(l4) => l4.shutdown(grace).await,
             None => true,

@@ -473,3 +473,25 @@ fn set_app_behaviour_leaves_out_what_it_does_not_change() {
         }
     );
 }
+
+#[test]
+fn the_demo_stops_at_once_though_its_cache_traffic_goes_through_the_l4_balancer() {
+    // The traffic generator keeps a connection open through the L4 `cache` service. It is a
+    // client of the node's own balancer: stopped first, it cannot hold the balancer's grace
+    // period open, so quitting the demo takes no longer than its connections need.
+    let (rt, node) = builtin_demo("demo-quit");
+    wait_until("the demo's cache traffic to hold an L4 connection", || {
+        node.snapshot()
+            .l4
+            .iter()
+            .flatten()
+            .any(|s| s.name == "cache" && s.active > 0)
+    });
+    let started = Instant::now();
+    let finished = rt.block_on(node.shutdown(Duration::from_secs(5)));
+    let took = started.elapsed();
+    assert!(
+        finished,
+        "connections were still open when the 5 s grace ended ({took:?})"
+    );
+}
