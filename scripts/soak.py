@@ -726,7 +726,7 @@ class Campaign:
         other = "b" if victim == "a" else "a"
         kind = f"kill -9 cache {want_role.lower()} (node {victim})"
         self.count_fault(kind)
-        log(f"fault: {kind} (node {victim}, pid {self.nodes[victim].pid})")
+        log(f"fault: {kind}, pid {self.nodes[victim].pid}")
         t0 = now()
         self.nodes[victim].kill9()
         t_fail = self.wait_for(
