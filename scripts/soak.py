@@ -394,6 +394,8 @@ class CacheWorker(threading.Thread):
         if value is None:
             if key in self.acked:
                 self.stats.add(f"cache {self.scope} get key miss (key was written)")
+                with self.stats.lock:
+                    self.stats.counts.setdefault("_lost", []).append((t0, self.scope))
             else:
                 self.stats.add(f"cache {self.scope} get key miss (never written)")
             return
@@ -585,15 +587,15 @@ class Campaign:
     def write_l4(self):
         # variant toggles a check interval and the slave's weight, so a reload changes something
         interval = 300 + 100 * (self.l4_variant % 2)
-        bweight = 1 + (self.l4_variant // 2) % 2
+        aweight = 1 + (self.l4_variant // 2) % 2
         self.write(
             "l4.toml",
             f'[log]\ndir = "{os.path.join(self.dir, "log")}"\nfile = "l4.log"\nrotation = "never"\n\n'
             "[l4]\nthreads = 2\n\n"
             f'[l4.services.cache]\nlisten = "127.0.0.1:{self.port["l4_cache"]}"\nscheduler = "fo"\n'
             "retries = 1\nconnect_timeout_ms = 500\nservers = [\n"
-            f'  {{ name = "a", address = "127.0.0.1:{self.port["a"]}", weight = 100 }},\n'
-            f'  {{ name = "b", address = "127.0.0.1:{self.port["b"]}", weight = {bweight} }},\n]\n'
+            f'  {{ name = "a", address = "127.0.0.1:{self.port["a"]}", weight = {aweight} }},\n'
+            f'  {{ name = "b", address = "127.0.0.1:{self.port["b"]}", weight = 100 }},\n]\n'
             f'[l4.services.cache.check]\ntype = "memcached"\ninterval_ms = {interval}\n'
             "timeout_ms = 250\nrise = 2\nfall = 2\n\n"
             f'[l4.services.web]\nlisten = "127.0.0.1:{self.port["l4_web"]}"\nscheduler = "wlc"\n'
@@ -708,9 +710,11 @@ class Campaign:
         log(f"FAILURE: {what}: not within {limit:.0f} s")
         return None
 
-    def window(self, kind, detail, start, end, scopes):
+    def window(self, kind, detail, start, end, scopes, phase=None):
         end = (end if end is not None else now()) + GRACE
-        self.windows.append({"kind": kind, "detail": detail, "start": start, "end": end, "scopes": sorted(scopes)})
+        self.windows.append(
+            {"kind": kind, "phase": phase or detail, "detail": detail, "start": start, "end": end, "scopes": sorted(scopes)}
+        )
         log(f"  window {kind} {detail}: {end - start - GRACE:.2f} s observed + {GRACE:.0f} s grace, scopes {','.join(sorted(scopes))}")
 
     def count_fault(self, kind):
@@ -718,13 +722,37 @@ class Campaign:
 
     # ----- faults
 
-    def fault_kill_cache(self, want_role):
+    def fault_switchover(self):
+        """A planned handover: the master (whichever node it is) hands its role to the slave."""
         roles = {n: (self.node_state(n) or {}).get("replication") for n in ("a", "b")}
-        victim = next((n for n, r in roles.items() if r == want_role), None)
-        if victim is None:
+        master = next((n for n, r in roles.items() if r == "MASTER"), None)
+        if master is None:
+            self.failures.append(f"switchover: no master ({roles})")
             return
-        other = "b" if victim == "a" else "a"
-        kind = f"kill -9 cache {want_role.lower()} (node {victim})"
+        other = "b" if master == "a" else "a"
+        kind = "switchover"
+        self.count_fault(kind)
+        log(f"fault: switchover from node {master} to node {other}")
+        t0 = now()
+        role = "master" if master == "a" else "slave"  # the cache role named in its config
+        self.ctl(self.port[f"{master}_admin"], "switchover", "--role", role)
+        t_done = self.wait_for(
+            f"switchover: node {other} MASTER with node {master} streaming as its slave",
+            lambda: (self.node_state(other) or {}).get("replication") == "MASTER" and self.pair_streaming(),
+        )
+        self.window(kind, f"node {master} -> node {other}", t0, t_done, {"l4-cache", "direct-a", "direct-b"}, "handover")
+        self.wait_for("steady after the switchover", self.steady, every=0.2)
+
+    def fault_kill_cache(self, want_role):
+        # Node b is the one killed, in both roles (a switchover first when it has the other
+        # one), so node a runs the whole campaign and its RSS says whether memory stays flat.
+        # The L4 service prefers b (weight 100), so every kill moves the balancer's clients.
+        victim, other = "b", "a"
+        if (self.node_state(victim) or {}).get("replication") != want_role:
+            self.fault_switchover()
+            if (self.node_state(victim) or {}).get("replication") != want_role:
+                return
+        kind = f"kill -9 cache {want_role.lower()}"
         self.count_fault(kind)
         log(f"fault: {kind}, pid {self.nodes[victim].pid}")
         t0 = now()
@@ -734,7 +762,7 @@ class Campaign:
             lambda: (self.node_state(other) or {}).get("replication") == "MASTER"
             and not self.up((self.l4_servers() or {}).get(("cache", victim), {"health": "Up"})),
         )
-        self.window(kind, f"node {victim} down", t0, t_fail, {"l4-cache", f"direct-{victim}"})
+        self.window(kind, f"node {victim} down", t0, t_fail, {"l4-cache", f"direct-{victim}"}, "survivor master, L4 check out")
         time.sleep(self.rng.uniform(2, 8))
         t1 = now()
         self.nodes[victim].start()
@@ -744,8 +772,8 @@ class Campaign:
             and (self.node_state(victim) or {}).get("replication") == "SLAVE"
             and self.up((self.l4_servers() or {}).get(("cache", victim), {"health": "Down"})),
         )
-        self.window(kind, f"node {victim} out until it serves again", t0, t_ok, {f"direct-{victim}"})
-        self.window(kind, f"node {victim} restart and rejoin", t1, t_ok, {"l4-cache", f"direct-{victim}"})
+        self.window(kind, f"node {victim} out until it serves again", t0, t_ok, {f"direct-{victim}"}, "kill to serving again (its own clients)")
+        self.window(kind, f"node {victim} restart and rejoin", t1, t_ok, {"l4-cache", f"direct-{victim}"}, "restart to rejoined, copied, L4 up")
 
     def fault_kill_backend(self):
         name = self.rng.choice(sorted(self.apps))
@@ -759,7 +787,7 @@ class Campaign:
             lambda: all(not self.up(srv) for (pool, n), srv in (self.l7_servers() or {}).items() if n == name)
             and bool(self.l7_servers()),
         )
-        self.window(kind, f"{name} down", t0, t_down, {"http-l7", "http-l4"})
+        self.window(kind, f"{name} down", t0, t_down, {"http-l7", "http-l4"}, "kill to L7 check out")
         time.sleep(self.rng.uniform(2, 8))
         t1 = now()
         self.apps[name].start()
@@ -768,7 +796,7 @@ class Campaign:
             lambda: all(self.up(srv) for (pool, n), srv in (self.l7_servers() or {}).items() if n == name)
             and bool(self.l7_servers()),
         )
-        self.window(kind, f"{name} restart", t1, t_up, {"http-l7", "http-l4"})
+        self.window(kind, f"{name} restart", t1, t_up, {"http-l7", "http-l4"}, "restart to L7 check up")
 
     def fault_drain(self, where):
         if where == "l4":
@@ -788,7 +816,7 @@ class Campaign:
             f"{kind}: {pool}/{server} draining",
             lambda: (servers() or {}).get((pool, server), {}).get("admin") == "drain",
         )
-        self.window(kind, f"drain {pool}/{server}", t0, t_done, scopes)
+        self.window(kind, f"drain {pool}/{server}", t0, t_done, scopes, "drain")
         time.sleep(self.rng.uniform(3, 10))
         t1 = now()
         self.ctl(admin, "ready", f"{pool}/{server}")
@@ -796,7 +824,7 @@ class Campaign:
             f"{kind}: {pool}/{server} ready",
             lambda: (servers() or {}).get((pool, server), {}).get("admin") == "ready",
         )
-        self.window(kind, f"ready {pool}/{server}", t1, t_done, scopes)
+        self.window(kind, f"ready {pool}/{server}", t1, t_done, scopes, "ready")
 
     def fault_reload(self, which):
         proc = self.l4 if which == "l4" else self.l7
@@ -834,6 +862,8 @@ class Campaign:
             self.fault_kill_cache("MASTER")
         elif kind == "kill-slave":
             self.fault_kill_cache("SLAVE")
+        elif kind == "switchover":
+            self.fault_switchover()
         elif kind == "kill-backend":
             self.fault_kill_backend()
         elif kind == "drain-l4":
@@ -896,8 +926,8 @@ class Campaign:
         t_load = now()
         deadline = self.start_load(a.duration)
         # faults, one at a time, on a seeded schedule; none starts in the last 30 s
-        kinds = ["kill-master", "kill-slave", "kill-backend", "drain-l4", "drain-l7", "reload-l4", "reload-l7"]
-        weights = [3, 3, 3, 2, 2, 2, 2]
+        kinds = ["kill-master", "kill-slave", "switchover", "kill-backend", "drain-l4", "drain-l7", "reload-l4", "reload-l7"]
+        weights = [3, 3, 1, 3, 2, 2, 2, 2]
         time.sleep(min(10, a.duration / 6))
         while now() < deadline - 30:
             for p in self.procs:
@@ -1021,10 +1051,10 @@ class Campaign:
                 wr.writerow([round(e["t1"], 3), round(e["t1"] - t_load, 3), e["scope"], e["worker"], e["kind"], w, e["detail"]])
         with open(os.path.join(self.dir, "windows.csv"), "w", newline="") as f:
             wr = csv.writer(f)
-            wr.writerow(["id", "kind", "detail", "start_s", "end_s", "length_s", "scopes", "errors"])
+            wr.writerow(["id", "kind", "phase", "detail", "start_s", "end_s", "length_s", "scopes", "errors"])
             for i, w in enumerate(self.windows):
                 n = sum(1 for e in errs if e["window"] == i)
-                wr.writerow([i, w["kind"], w["detail"], round(w["start"] - t_load, 3), round(w["end"] - t_load, 3), round(w["end"] - w["start"], 3), " ".join(w["scopes"]), n])
+                wr.writerow([i, w["kind"], w["phase"], w["detail"], round(w["start"] - t_load, 3), round(w["end"] - t_load, 3), round(w["end"] - w["start"], 3), " ".join(w["scopes"]), n])
 
         # panics or errors in the processes' own logs
         for p in self.procs:
@@ -1060,14 +1090,29 @@ class Campaign:
             if fd_a is None or fd_a > fd_b:
                 self.failures.append(f"fds of {n}: {fd_b} before the load (pid {pid_b}), {fd_a} after it (pid {pid_a})")
 
-        stale = self.stats.counts.pop("_stale", [])
-        stale_outside = 0
-        for t0, scope in stale:
-            if not any(scope in w["scopes"] and w["start"] <= t0 <= w["end"] for w in self.windows):
-                stale_outside += 1
+        def outside_windows(events):
+            return sum(
+                1 for t0, scope in events if not any(scope in w["scopes"] and w["start"] <= t0 <= w["end"] for w in self.windows)
+            )
+
+        stale_outside = outside_windows(self.stats.counts.pop("_stale", []))
+        lost_outside = outside_windows(self.stats.counts.pop("_lost", []))
         if outside:
             self.failures.append(f"{len(outside)} client-visible errors outside every failover window")
 
+        phases = {}
+        for i, w in enumerate(self.windows):
+            ph = phases.setdefault((w["kind"], w["phase"]), {"count": 0, "observed": [], "errors": {}})
+            ph["count"] += 1
+            ph["observed"].append(w["end"] - w["start"] - GRACE)
+            for e in errs:
+                if e["window"] == i:
+                    n, late = ph["errors"].get(e["scope"], (0, 0.0))
+                    ph["errors"][e["scope"]] = (n + 1, round(max(late, e["t1"] - w["start"]), 3))
+        for ph in phases.values():
+            ph["observed_min_s"] = round(min(ph["observed"]), 3)
+            ph["observed_max_s"] = round(max(ph["observed"]), 3)
+            del ph["observed"]
         summary = {
             "seed": a.seed,
             "duration_s": a.duration,
@@ -1076,6 +1121,8 @@ class Campaign:
             "dir": self.dir,
             "requests": dict(sorted(self.stats.counts.items())),
             "older_value_reads_outside_windows": stale_outside,
+            "written_key_misses_outside_windows": lost_outside,
+            "window_phases": {f"{k} / {ph}": v for (k, ph), v in sorted(phases.items())},
             "faults": dict(sorted(self.faults.items())),
             "windows": len(self.windows),
             "window_total_s": round(sum(w["end"] - w["start"] for w in self.windows), 1),
@@ -1103,6 +1150,7 @@ class Campaign:
         for k, v in summary["requests"].items():
             p(f"  {k:52} {v:>9}")
         p(f"  {'cache older-value reads outside windows':52} {stale_outside:>9}")
+        p(f"  {'cache misses of written keys outside windows':52} {lost_outside:>9}")
         p("faults:")
         for k, v in summary["faults"].items():
             p(f"  {k:52} {v:>9}")
@@ -1110,6 +1158,10 @@ class Campaign:
         p(f"client-visible errors: {len(errs)}, inside windows {len(errs) - len(outside)}, OUTSIDE {len(outside)}")
         for k, v in sorted(summary["errors_by_scope_and_kind"].items()):
             p(f"  {k:52} {v:>9}")
+        p("windows by fault and phase: count, observed recovery min-max, errors by scope (the last one's time after the window opened)")
+        for (kind, phase), ph in sorted(phases.items()):
+            by = ", ".join(f"{k} {n} (last +{late:.2f} s)" for k, (n, late) in sorted(ph["errors"].items())) or "no errors"
+            p(f"  {kind} / {phase}: {ph['count']}, {ph['observed_min_s']:.2f}-{ph['observed_max_s']:.2f} s; {by}")
         for e in outside[:20]:
             p(f"  OUTSIDE at +{e['t1'] - t_load:.3f} s {e['scope']} {e['worker']} {e['kind']}: {e['detail']}")
         p(f"RSS (kB) per process incarnation: first / {warm_after:.0f} s into the load / max / last; fds max (bound: {rss_bound_note})")
