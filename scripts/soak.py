@@ -1036,11 +1036,14 @@ class Campaign:
         errs = sorted(self.stats.errors, key=lambda e: e["t1"])
         outside = []
         for e in errs:
+            # Of the windows that cover it, the one of the latest fault started before it
+            # ended: an error in the grace of one fault and just after the next belongs to
+            # the next.
             e["window"] = None
             for i, w in enumerate(self.windows):
                 if e["scope"] in w["scopes"] and e["t1"] >= w["start"] and e["t0"] <= w["end"]:
-                    e["window"] = i
-                    break
+                    if e["window"] is None or w["start"] >= self.windows[e["window"]]["start"]:
+                        e["window"] = i
             if e["window"] is None:
                 outside.append(e)
         with open(os.path.join(self.dir, "errors.csv"), "w", newline="") as f:
