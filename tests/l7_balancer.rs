@@ -399,6 +399,45 @@ fn a_websocket_upgrade_is_passed_through_and_echoes() {
 }
 
 #[test]
+fn a_websocket_tunnel_idle_both_ways_is_closed_after_tunnel_timeout_secs() {
+    let s = servers(&["a"]);
+    let b = Balancer::web("tunnel_timeout_secs = 1", &[&s[0]]);
+    let open = || {
+        let mut c = HttpConn::open(b.addr()).expect("connect");
+        c.stream()
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .expect("handshake");
+        assert_eq!(c.reply(true).expect("101").status, 101);
+        c
+    };
+    let echo = |c: &mut HttpConn, msg: &[u8]| {
+        c.stream().write_all(msg).expect("send");
+        let mut back = vec![0u8; msg.len()];
+        c.reader.read_exact(&mut back).expect("echo");
+        assert_eq!(back, msg);
+    };
+    let mut quiet = open();
+    let mut busy = open();
+    echo(&mut quiet, b"once");
+    let started = Instant::now();
+    // The busy tunnel moves a message every 300 ms for three timeouts' worth.
+    while started.elapsed() < Duration::from_secs(3) {
+        echo(&mut busy, b"ping");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The quiet one was closed (both its halves) after a second of silence.
+    let mut rest = Vec::new();
+    match quiet.reader.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "unexpected bytes {rest:?}"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the idle tunnel is still open: {e}"),
+    }
+    echo(&mut busy, b"still open");
+}
+
+#[test]
 fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let s = servers(&["a"]);
     let b = Balancer::from_toml(&format!(

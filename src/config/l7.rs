@@ -174,6 +174,9 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// From the request sent to the response head received.
     pub response_timeout_ms: u64,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed
+    /// (HAProxy's `timeout tunnel`); 0 = never.
+    pub tunnel_timeout_secs: u64,
     /// Further tries on other servers after a failed one.
     pub retries: u32,
     /// Retry a 502/503/504 or a timeout for POST and other non-idempotent methods too.
@@ -210,6 +213,7 @@ impl Default for PoolConfig {
             hash_type: HashType::MapBased,
             connect_timeout_ms: 3000,
             response_timeout_ms: 30_000,
+            tunnel_timeout_secs: 3600,
             retries: 2,
             retry_non_idempotent: false,
             cookie: None,
@@ -378,6 +382,14 @@ pub fn validate_l7(l7: &L7Config, l4: Option<&L4Config>) -> Result<(), Problem> 
                 let message = format!("{key} {value} in {here} is more than {DAY_MS} (a day)");
                 return Err(problem(&section, key, None, message));
             }
+        }
+        if p.tunnel_timeout_secs > DAY_MS / 1000 {
+            let message = format!(
+                "tunnel_timeout_secs {} in {here} is more than {} (a day)",
+                p.tunnel_timeout_secs,
+                DAY_MS / 1000
+            );
+            return Err(problem(&section, "tunnel_timeout_secs", None, message));
         }
         if let Some(name) = &p.cookie
             && (name.is_empty() || !name.bytes().all(is_token_byte))
@@ -593,6 +605,12 @@ servers = [{ address = "127.0.0.1:8082" }]
         assert_eq!(
             (p.section.as_str(), p.key),
             ("l7.pools.web", "response_timeout_ms")
+        );
+        let p =
+            problem_with(&GOOD.replace("[pools.web]", "[pools.web]\ntunnel_timeout_secs = 86401"));
+        assert_eq!(
+            (p.section.as_str(), p.key),
+            ("l7.pools.web", "tunnel_timeout_secs")
         );
         let p = problem_with(&GOOD.replace("127.0.0.1:8081", "nowhere"));
         assert_eq!((p.section.as_str(), p.key), ("l7.pools.web", "servers"));

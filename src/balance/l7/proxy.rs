@@ -4,8 +4,9 @@
 //! `retry` allows; the client gets 502/503/504 when none is left. A `Proxy` is one worker's
 //! view of one listener: its own cursors over the pools, so a pick takes no lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -574,7 +575,12 @@ impl Proxy {
                     let switching = status == StatusCode::SWITCHING_PROTOCOLS && upgrade;
                     if switching && let Some(client_side) = client_upgrade {
                         let server_side = hyper::upgrade::on(&mut resp);
-                        tokio::task::spawn_local(tunnel(client_side, server_side, guard));
+                        tokio::task::spawn_local(tunnel(
+                            client_side,
+                            server_side,
+                            guard,
+                            settings.tunnel_timeout,
+                        ));
                         let (mut parts, _) = resp.into_parts();
                         headers::forward_response(&mut parts.headers, true);
                         drop(busy);
@@ -713,11 +719,14 @@ fn is_body_timeout(e: &hyper::Error) -> bool {
     false
 }
 
-/// Carries an upgraded connection (WebSocket) both ways until either side closes.
+/// Carries an upgraded connection (WebSocket) both ways until either side closes, or until
+/// no byte has moved either way for `idle` (HAProxy's `timeout tunnel`): a tunnel nobody
+/// uses would otherwise hold a client slot and a server connection for ever.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
     guard: crate::balance::backend::ConnGuard,
+    idle: Option<std::time::Duration>,
 ) {
     let (client, server) = match tokio::try_join!(client, server) {
         Ok(both) => both,
@@ -726,11 +735,94 @@ async fn tunnel(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut server = TokioIo::new(server);
-    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-        let backend = guard.backend();
-        backend.bytes_in.fetch_add(up, Relaxed);
-        backend.bytes_out.fetch_add(down, Relaxed);
+    let last = Rc::new(Cell::new(tokio::time::Instant::now()));
+    let mut client = Traffic::new(TokioIo::new(client), &last);
+    let mut server = Traffic::new(TokioIo::new(server), &last);
+    {
+        let copying = tokio::io::copy_bidirectional(&mut client, &mut server);
+        tokio::pin!(copying);
+        loop {
+            let quiet_until = idle.map(|limit| last.get() + limit);
+            tokio::select! {
+                _ = &mut copying => break,
+                _ = expire(quiet_until) => {
+                    // Bytes moved since the timer was set: wait again from the latest one.
+                    if quiet_until == idle.map(|limit| last.get() + limit) {
+                        tracing::debug!("closing a tunnel idle for {:?}", idle.unwrap_or_default());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Counted as the bytes went, so a tunnel ended by the timeout or an error counts too.
+    let backend = guard.backend();
+    backend.bytes_in.fetch_add(client.bytes, Relaxed);
+    backend.bytes_out.fetch_add(server.bytes, Relaxed);
+}
+
+/// Resolves at `at`; never without one.
+async fn expire(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One side of a tunnel: counts the bytes read from it and notes when any last moved.
+struct Traffic<T> {
+    io: T,
+    last: Rc<Cell<tokio::time::Instant>>,
+    bytes: u64,
+}
+
+impl<T> Traffic<T> {
+    fn new(io: T, last: &Rc<Cell<tokio::time::Instant>>) -> Traffic<T> {
+        Traffic {
+            io,
+            last: last.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Traffic<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.bytes += n as u64;
+            self.last.set(tokio::time::Instant::now());
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Traffic<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub hash_key: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// An upgraded connection idle this long both ways is closed (`None`: never).
+    pub tunnel_timeout: Option<Duration>,
     pub retries: u32,
     pub retry_non_idempotent: bool,
     pub cookie: Option<String>,
@@ -47,6 +49,8 @@ impl Settings {
             hash_key: cfg.hash_key.clone(),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+            tunnel_timeout: (cfg.tunnel_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.tunnel_timeout_secs)),
             retries: cfg.retries,
             retry_non_idempotent: cfg.retry_non_idempotent,
             cookie: cfg.cookie.clone(),
