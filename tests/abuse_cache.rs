@@ -512,7 +512,7 @@ fn a_stalled_peer_overflowing_the_replication_queue_gets_a_full_copy_and_loses_n
     // The slave stops reading (SIGSTOP) with the link up; the master writes 48 MiB, far
     // more than its 1 MiB backlog and the sockets' buffers hold. Every write is answered.
     support::signal(&slave.child, "STOP");
-    let resume = scopeguard_cont(&slave.child);
+    let resume = support::Resume(&slave.child);
     let value = "s".repeat(4000);
     let mut conn = Conn::connect(master.addr);
     for chunk in 0..12 {
@@ -555,17 +555,4 @@ fn a_stalled_peer_overflowing_the_replication_queue_gets_a_full_copy_and_loses_n
         check.send(format!("mg over{key} s\r\n").as_bytes());
         assert_eq!(check.line(), "HD s4000", "over{key} lost on the slave");
     }
-}
-
-/// Continues a stopped process when dropped, so a failing test never leaves it stopped.
-fn scopeguard_cont(child: &std::process::Child) -> impl Drop + '_ {
-    struct Cont<'a>(&'a std::process::Child);
-    impl Drop for Cont<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &self.0.id().to_string()])
-                .status();
-        }
-    }
-    Cont(child)
 }

@@ -343,18 +343,7 @@ fn a_stalled_request_body_gets_408_at_the_body_timeout_and_the_server_is_not_bla
         );
         assert!(good.iter().all(|d| *d < Duration::from_secs(3)));
     });
-    let pool = b.pool("web");
-    for server in &pool.servers {
-        assert_eq!(
-            (
-                server.ejections,
-                server.http.as_ref().map_or(0, |h| h.response_errors)
-            ),
-            (0, 0),
-            "the clients stalled, not {}: {pool:?}",
-            server.name
-        );
-    }
+    b.assert_no_server_blamed("web", "the clients stalled");
 }
 
 #[test]

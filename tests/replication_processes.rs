@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::timed_log::TimedLog;
-use support::{DEADLINE, signal, spawn_node};
+use support::{DEADLINE, Resume, signal, spawn_node};
 
 const NOT_SERVING: &str = "SERVER_ERROR replication: marugoto copy in progress, not serving yet";
 
@@ -66,17 +66,6 @@ impl Drop for Proc {
                 .status();
         }
         // The log (a field, dropped after this) prints itself if the test failed.
-    }
-}
-
-/// Sends SIGCONT when dropped, so a stopped process is never left behind by a failing test.
-struct Resume<'a>(&'a std::process::Child);
-
-impl Drop for Resume<'_> {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
     }
 }
 

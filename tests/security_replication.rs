@@ -201,6 +201,18 @@ fn proof(secret: &str, mine: &[u8; 16], target: &Hello) -> Vec<u8> {
     )
 }
 
+/// Connects to the target's replication port as a dialer and returns the connection and
+/// what to send first: the greeting, a hello and the proof under `secret`.
+fn dial(t: &Target, secret: &str) -> (FrameReader, Vec<u8>) {
+    let mut r = FrameReader::new(connect(t.repl));
+    let theirs = r.hello();
+    let nonce = auth::random_bytes::<16>();
+    let mut out = wire::MAGIC.to_vec();
+    out.extend_from_slice(&hello(nonce, true, true));
+    out.extend_from_slice(&proof(secret, &nonce, &theirs));
+    (r, out)
+}
+
 fn refusal(frames: &[(Kind, Vec<u8>)]) -> String {
     let (_, body) = frames
         .iter()
@@ -239,12 +251,7 @@ fn a_wrong_secret_and_a_missing_secret_are_refused_and_nothing_is_applied() {
     let t = start_master("sec-repl-wrong", support::free_port());
 
     // Wrong secret: a well-formed proof under another key, the payload pipelined behind it.
-    let mut r = FrameReader::new(connect(t.repl));
-    let theirs = r.hello();
-    let nonce = auth::random_bytes::<16>();
-    let mut out = wire::MAGIC.to_vec();
-    out.extend_from_slice(&hello(nonce, true, true));
-    out.extend_from_slice(&proof("not-the-secret", &nonce, &theirs));
+    let (mut r, mut out) = dial(&t, "not-the-secret");
     out.extend_from_slice(&payload("wrong-secret"));
     r.stream.write_all(&out).expect("write");
     let frames = r.rest();
@@ -285,12 +292,7 @@ fn a_wrong_secret_and_a_missing_secret_are_refused_and_nothing_is_applied() {
 
     // The same client with the right secret is admitted and its copy lands: the refusals
     // above are the secret's doing, not a payload the node would never apply.
-    let mut r = FrameReader::new(connect(t.repl));
-    let theirs = r.hello();
-    let nonce = auth::random_bytes::<16>();
-    let mut out = wire::MAGIC.to_vec();
-    out.extend_from_slice(&hello(nonce, true, true));
-    out.extend_from_slice(&proof(SECRET, &nonce, &theirs));
+    let (mut r, mut out) = dial(&t, SECRET);
     out.extend_from_slice(&payload("right-secret"));
     r.stream.write_all(&out).expect("write");
     support::wait_until("the authenticated copy to land", || {
@@ -468,12 +470,7 @@ fn a_peer_whose_stream_offsets_run_past_the_end_of_u64_is_cut_off() {
     // Even an authenticated peer is not trusted with arithmetic: its copy ends at an offset
     // just short of u64::MAX, and its stream then counts past it.
     let t = start_master("sec-repl-offset", support::free_port());
-    let mut r = FrameReader::new(connect(t.repl));
-    let theirs = r.hello();
-    let nonce = auth::random_bytes::<16>();
-    let mut out = wire::MAGIC.to_vec();
-    out.extend_from_slice(&hello(nonce, true, true));
-    out.extend_from_slice(&proof(SECRET, &nonce, &theirs));
+    let (mut r, mut out) = dial(&t, SECRET);
     out.extend_from_slice(&frame(Kind::Resume, &[0, 0]));
     let mut begin = 0u64.to_le_bytes().to_vec();
     begin.extend_from_slice(&0u64.to_le_bytes());

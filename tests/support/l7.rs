@@ -54,6 +54,23 @@ impl Balancer {
             .expect("pool")
     }
 
+    /// Asserts no server of `pool` was ejected or charged a response error: whatever went
+    /// wrong was the client's (`why`).
+    pub fn assert_no_server_blamed(&self, pool: &str, why: &str) {
+        let pool = self.pool(pool);
+        for server in &pool.servers {
+            assert_eq!(
+                (
+                    server.ejections,
+                    server.http.as_ref().map_or(0, |h| h.response_errors)
+                ),
+                (0, 0),
+                "{why}, not {}: {pool:?}",
+                server.name
+            );
+        }
+    }
+
     pub fn act(&self, command: Command) -> String {
         let _guard = self.rt.enter();
         self.node.act(command).expect("command accepted").output

@@ -48,6 +48,17 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name} failed");
 }
 
+/// Sends SIGCONT when dropped, so a stopped process is never left behind by a failing test.
+pub struct Resume<'a>(pub &'a Child);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+    }
+}
+
 /// Waits for a process to exit, returning its status, or panics at the deadline.
 pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + DEADLINE;
