@@ -341,10 +341,10 @@ class Pacer:
         return not self.stop.is_set() and now() < self.deadline
 
 
-class CacheWorker(threading.Thread):
-    """Sets and gets over its own keys; every value read must be one written."""
+class LoadWorker(threading.Thread):
+    """A paced client of one address, counting into `stats` under its scope."""
 
-    def __init__(self, name, scope, addr, rate, stats, stop, deadline, rng, reconnect_every):
+    def __init__(self, name, scope, addr, rate, stats, stop, deadline, rng):
         super().__init__(name=name, daemon=True)
         self.scope = scope
         self.addr = addr
@@ -353,6 +353,13 @@ class CacheWorker(threading.Thread):
         self.stop = stop
         self.deadline = deadline
         self.rng = rng
+
+
+class CacheWorker(LoadWorker):
+    """Sets and gets over its own keys; every value read must be one written."""
+
+    def __init__(self, name, scope, addr, rate, stats, stop, deadline, rng, reconnect_every):
+        super().__init__(name, scope, addr, rate, stats, stop, deadline, rng)
         self.reconnect_every = reconnect_every
         self.keys = [f"{name}:{i}" for i in range(KEYS_PER_WORKER)]
         self.sent = {}  # key -> highest seq sent (it may have been stored even if the reply was lost)
@@ -411,19 +418,12 @@ class CacheWorker(threading.Thread):
             self.stats.add(f"cache {self.scope} get key hit")
 
 
-class HttpWorker(threading.Thread):
+class HttpWorker(LoadWorker):
     """GETs and some POSTs; every answer must be a 200 with the body its backend makes."""
 
     def __init__(self, name, scope, addr, rate, keepalive, stats, stop, deadline, rng, backends):
-        super().__init__(name=name, daemon=True)
-        self.scope = scope
-        self.addr = addr
-        self.rate = rate
+        super().__init__(name, scope, addr, rate, stats, stop, deadline, rng)
         self.keepalive = keepalive
-        self.stats = stats
-        self.stop = stop
-        self.deadline = deadline
-        self.rng = rng
         self.backends = set(backends)
 
     def run(self):
