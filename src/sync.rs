@@ -8,6 +8,15 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Resolves at `at`, or never without a deadline: a `select!` branch for a timeout that
+/// may be off.
+pub async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A value many threads read on every request and that changes rarely (a reload): readers
 /// keep their own `Arc` and take the lock only after the version moved.
 #[derive(Debug)]

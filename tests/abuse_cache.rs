@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::conn::{Conn, number};
-use support::{DEADLINE, Node, scratch, spawn_node};
+use support::{DEADLINE, Node, scratch, spawn_node, wait_until_within};
 
 /// Starts a headless cache master from `[master]` keys (port 0 is added).
 fn cache(name: &str, keys: &str) -> Node {
@@ -35,15 +35,6 @@ fn rss(node: &Node) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .expect("VmRSS")
         * 1024
-}
-
-/// Polls `cond` until it holds, or fails naming `what` at `limit`.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Raises this test process's open-files limit as far as it goes; returns it.
@@ -129,7 +120,7 @@ fn ten_thousand_idle_connections_meet_the_limit_and_other_clients_are_unaffected
     }
     // Two clients hold slots; every connection past the limit was refused.
     let refused = (IDLE + 2 - LIMIT) as u64;
-    wait_until(
+    wait_until_within(
         "the server to refuse the connections past conn_limit",
         DEADLINE,
         || stat_on(&mut busy, "rejected_connections") >= refused,
@@ -163,7 +154,7 @@ fn ten_thousand_idle_connections_meet_the_limit_and_other_clients_are_unaffected
     );
     // Once the idle clients go, their slots free up for new ones.
     drop(idle);
-    wait_until("the idle connections to be released", DEADLINE, || {
+    wait_until_within("the idle connections to be released", DEADLINE, || {
         stat_on(&mut busy, "curr_connections") <= 2
     });
     let mut late = Conn::connect(node.addr);
@@ -316,7 +307,7 @@ fn a_client_that_never_reads_is_disconnected_with_bounded_memory() {
     deaf.write_all("get big\r\n".repeat(2000).as_bytes())
         .expect("write");
     let started = Instant::now();
-    wait_until("the server to give up on the client", DEADLINE, || {
+    wait_until_within("the server to give up on the client", DEADLINE, || {
         stat_on(&mut conn, "send_timeouts") == 1
     });
     let waited = started.elapsed();
@@ -504,7 +495,7 @@ fn a_stalled_peer_overflowing_the_replication_queue_gets_a_full_copy_and_loses_n
     let master = spawn_node(&["--config", &master_cfg.to_string_lossy()]);
     let slave = spawn_node(&["--config", &slave_cfg.to_string_lossy()]);
     let streaming = |addr| support::conn::stat(addr, "repl_link") == "streaming";
-    wait_until("the pair to link", DEADLINE, || {
+    wait_until_within("the pair to link", DEADLINE, || {
         streaming(master.addr) && streaming(slave.addr)
     });
     let copies_before = number(master.addr, "repl_full_resyncs");
@@ -530,7 +521,7 @@ fn a_stalled_peer_overflowing_the_replication_queue_gets_a_full_copy_and_loses_n
 
     // The master found the slave behind its backlog and sent everything again; the slave
     // holds every acknowledged write.
-    wait_until(
+    wait_until_within(
         "a full copy after the overflow",
         Duration::from_secs(60),
         || {
@@ -540,7 +531,7 @@ fn a_stalled_peer_overflowing_the_replication_queue_gets_a_full_copy_and_loses_n
         },
     );
     let mut check = Conn::connect(slave.addr);
-    wait_until(
+    wait_until_within(
         "the slave to hold every write",
         Duration::from_secs(60),
         || {

@@ -189,8 +189,10 @@ async fn serve_client(
         tokio::select! {
             r = sock.readable() => r?,
             _ = cancel.cancelled() => return Ok(()),
-            waiting = expiry(deadline) => {
-                time_out(engine, sock, counters, waiting, &timeouts);
+            _ = crate::sync::sleep_until_some(deadline.map(|(at, _)| at)) => {
+                if let Some((_, waiting)) = deadline {
+                    time_out(engine, sock, counters, waiting, &timeouts);
+                }
                 return Ok(());
             }
         }
@@ -313,17 +315,6 @@ async fn serve_client(
 fn release(buf: &mut Vec<u8>) {
     if buf.capacity() > 0 {
         *buf = Vec::new();
-    }
-}
-
-/// Resolves when the deadline passes (never without one), saying what was awaited.
-async fn expiry(deadline: Option<(Instant, Waiting)>) -> Waiting {
-    match deadline {
-        Some((at, waiting)) => {
-            tokio::time::sleep_until(at).await;
-            waiting
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -353,15 +353,20 @@ pub fn demo_on_free_ports(log_dir: &std::path::Path) -> String {
 }
 
 /// Polls `cond` until it is true or the deadline passes.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(what, DEADLINE, cond);
+}
+
+/// `wait_until` with a deadline of the test's choosing.
+pub fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if cond() {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out waiting for {what} ({limit:?})");
 }
 
 /// A blocking text-protocol client for conversation tests.

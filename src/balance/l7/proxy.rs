@@ -745,7 +745,7 @@ async fn tunnel(
             let quiet_until = idle.map(|limit| last.get() + limit);
             tokio::select! {
                 _ = &mut copying => break,
-                _ = expire(quiet_until) => {
+                _ = crate::sync::sleep_until_some(quiet_until) => {
                     // Bytes moved since the timer was set: wait again from the latest one.
                     if quiet_until == idle.map(|limit| last.get() + limit) {
                         tracing::debug!("closing a tunnel idle for {:?}", idle.unwrap_or_default());
@@ -759,14 +759,6 @@ async fn tunnel(
     let backend = guard.backend();
     backend.bytes_in.fetch_add(client.bytes, Relaxed);
     backend.bytes_out.fetch_add(server.bytes, Relaxed);
-}
-
-/// Resolves at `at`; never without one.
-async fn expire(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// One side of a tunnel: counts the bytes read from it and notes when any last moved.
